@@ -1,0 +1,119 @@
+// One LSTM cell step on the CPU: the two gate GEMMs in ATen, everything else in
+// one fused pointwise pass (lstm_pointwise.h). The backward is derived by hand:
+// one pointwise pass gives the pre-activation gradients, then four GEMMs and a
+// reduction give every other gradient.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include <array>
+
+#include "checks.h"
+#include "lstm_pointwise.h"
+
+namespace lstm_ext::cpu {
+namespace {
+
+using at::Tensor;
+
+struct CellSizes {
+  int64_t batch, input, hidden;
+};
+
+CellSizes check_cell_args(const char* op, const Tensor& input, const Tensor& hx,
+                          const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh) {
+  check_floating(op, "input", input);
+  check_dim(op, "input", input, 2, "(batch, input_size)");
+  check_defined_cpu(op, "w_hh", w_hh);
+  check_dim(op, "w_hh", w_hh, 2, "(4 * hidden_size, hidden_size)");
+  const CellSizes s{input.size(0), input.size(1), w_hh.size(1)};
+  const auto dtype = input.scalar_type();
+  check_arg(op, "w_hh", w_hh, {4 * s.hidden, s.hidden}, "(4 * hidden_size, hidden_size)", dtype);
+  check_arg(op, "w_ih", w_ih, {4 * s.hidden, s.input}, "(4 * hidden_size, input_size)", dtype);
+  check_arg(op, "hx", hx, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
+  check_arg(op, "cx", cx, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
+  return s;
+}
+
+std::tuple<Tensor, Tensor, Tensor> lstm_cell_forward(
+    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
+    const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh) {
+  constexpr const char* op = "lstm_cell_forward";
+  const CellSizes s = check_cell_args(op, input, hx, cx, w_ih, w_hh);
+  const auto dtype = input.scalar_type();
+  check_optional_arg(op, "b_ih", b_ih, {4 * s.hidden}, "(4 * hidden_size)", dtype);
+  check_optional_arg(op, "b_hh", b_hh, {4 * s.hidden}, "(4 * hidden_size)", dtype);
+
+  // Biases are added inside the pointwise pass rather than by addmm, which
+  // would first need their sum as a separate tensor.
+  Tensor gates = at::mm(input, w_ih.t());
+  gates.addmm_(hx, w_hh.t());
+  const Tensor c_prev = cx.contiguous();
+  Tensor hy = at::empty({s.batch, s.hidden}, input.options());
+  Tensor cy = at::empty({s.batch, s.hidden}, input.options());
+  AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
+    Tensor keep_ih, keep_hh;
+    forward_pointwise<scalar_t>({
+        gates.data_ptr<scalar_t>(),
+        optional_data<scalar_t>(b_ih, keep_ih),
+        optional_data<scalar_t>(b_hh, keep_hh),
+        c_prev.data_ptr<scalar_t>(),
+        cy.data_ptr<scalar_t>(),
+        hy.data_ptr<scalar_t>(),
+        s.batch,
+        s.hidden,
+    });
+  });
+  return {hy, cy, gates};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
+    const std::optional<Tensor>& grad_hy, const std::optional<Tensor>& grad_cy,
+    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
+    const Tensor& w_hh, const Tensor& gates, const Tensor& cy, std::array<bool, 6> output_mask) {
+  constexpr const char* op = "lstm_cell_backward";
+  const CellSizes s = check_cell_args(op, input, hx, cx, w_ih, w_hh);
+  const auto dtype = input.scalar_type();
+  check_arg(op, "gates", gates, {s.batch, 4 * s.hidden}, "(batch, 4 * hidden_size)", dtype);
+  check_arg(op, "cy", cy, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
+  check_optional_arg(op, "grad_hy", grad_hy, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
+  check_optional_arg(op, "grad_cy", grad_cy, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
+
+  const Tensor gates_c = gates.contiguous();
+  const Tensor cx_c = cx.contiguous();
+  const Tensor cy_c = cy.contiguous();
+  Tensor grad_gates = at::empty({s.batch, 4 * s.hidden}, input.options());
+  Tensor grad_cx = at::empty({s.batch, s.hidden}, input.options());
+  AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
+    Tensor keep_h, keep_c;
+    backward_pointwise<scalar_t>({
+        gates_c.data_ptr<scalar_t>(),
+        cx_c.data_ptr<scalar_t>(),
+        cy_c.data_ptr<scalar_t>(),
+        optional_data<scalar_t>(grad_hy, keep_h),
+        nullptr,
+        optional_data<scalar_t>(grad_cy, keep_c),
+        grad_gates.data_ptr<scalar_t>(),
+        grad_cx.data_ptr<scalar_t>(),
+        s.batch,
+        s.hidden,
+    });
+  });
+  // Each remaining gradient is one GEMM (or reduction), skipped when unmasked.
+  Tensor grad_input = output_mask[0] ? at::mm(grad_gates, w_ih) : Tensor();
+  Tensor grad_hx = output_mask[1] ? at::mm(grad_gates, w_hh) : Tensor();
+  if (!output_mask[2]) grad_cx.reset();
+  Tensor grad_w_ih = output_mask[3] ? at::mm(grad_gates.t(), input) : Tensor();
+  Tensor grad_w_hh = output_mask[4] ? at::mm(grad_gates.t(), hx) : Tensor();
+  Tensor grad_bias = output_mask[5] ? grad_gates.sum(0) : Tensor();
+  return {grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias};
+}
+
+} // namespace
+
+TORCH_LIBRARY_IMPL(lstm_ext, CPU, m) {
+  m.impl("lstm_cell_forward", &lstm_cell_forward);
+  m.impl("lstm_cell_backward", &lstm_cell_backward);
+}
+
+} // namespace lstm_ext::cpu

@@ -1,0 +1,61 @@
+// The fused element-wise part of an LSTM step, forward and backward, on raw
+// row-major buffers. The GEMMs stay in ATen; everything between them is one
+// pass over memory here. Implemented once (lstm_pointwise_impl.h), compiled once
+// per CPU capability (lstm_pointwise_{default,avx2,avx512}.cpp), and picked at
+// run time by lstm_pointwise.cpp, as ATen's own DispatchStub does.
+#pragma once
+
+#include <cstdint>
+
+namespace lstm_ext::cpu {
+
+// Gate layout of one row: [i | f | g | o], each `hidden` wide.
+template <typename T>
+struct PointwiseForward {
+  T* gates;          // (rows, 4H): pre-activations in, activated gates out
+  const T* b_ih;     // (4H) added to the pre-activations, or nullptr
+  const T* b_hh;     // (4H) likewise, or nullptr
+  const T* c_prev;   // (rows, H)
+  T* c_next;         // (rows, H)
+  T* h_next;         // (rows, H)
+  int64_t rows;
+  int64_t hidden;
+};
+
+template <typename T>
+struct PointwiseBackward {
+  const T* gates;        // (rows, 4H) activated gates saved by the forward
+  const T* c_prev;       // (rows, H)
+  const T* c_next;       // (rows, H)
+  const T* grad_h;       // (rows, H) or nullptr (zeros)
+  const T* grad_h_extra; // (rows, H) added to grad_h, or nullptr: a layer's
+                         // output gradient at this step
+  const T* grad_c;       // (rows, H) or nullptr (zeros)
+  T* grad_gates;         // (rows, 4H) gradient w.r.t. the pre-activations
+  T* grad_c_prev;        // (rows, H); may alias grad_c (read before written)
+  int64_t rows;
+  int64_t hidden;
+};
+
+template <typename T>
+void forward_pointwise(const PointwiseForward<T>& args);
+template <typename T>
+void backward_pointwise(const PointwiseBackward<T>& args);
+
+// The name of the kernel build chosen at run time ("avx512", "avx2", "default").
+const char* pointwise_capability();
+
+// One declaration per capability build; see lstm_pointwise_impl.h.
+#define LSTM_EXT_DECLARE_POINTWISE(CAP)                                   \
+  namespace CAP {                                                         \
+  template <typename T>                                                   \
+  void forward_pointwise(const PointwiseForward<T>& args);                \
+  template <typename T>                                                   \
+  void backward_pointwise(const PointwiseBackward<T>& args);              \
+  }
+
+LSTM_EXT_DECLARE_POINTWISE(DEFAULT)
+LSTM_EXT_DECLARE_POINTWISE(AVX2)
+LSTM_EXT_DECLARE_POINTWISE(AVX512)
+
+} // namespace lstm_ext::cpu

@@ -1,0 +1,44 @@
+// The op schemas: the single source of truth for every consumer (eager Python,
+// TorchScript, torch.export, C++ programs). Kernels register elsewhere with
+// TORCH_LIBRARY_IMPL; fake (meta) kernels and Python autograd live in lstm_ext/_ops.py.
+//
+// Conventions shared by all ops:
+//   * gate order is i, f, g, o (as torch.nn.LSTM), weights are (4H, I) and (4H, H);
+//   * "gates" outputs hold the *activated* gates, saved for the backward pass;
+//   * grad_* inputs are optional: an undefined gradient is treated as zeros;
+//   * backward ops take output_mask, one flag per gradient they return
+//     (input, hx, cx, w_ih, w_hh, bias): a false flag skips that gradient's work
+//     and returns an undefined tensor (None in Python), as ATen's own backward
+//     ops do.
+#include <torch/library.h>
+
+TORCH_LIBRARY(lstm_ext, m) {
+  // One cell step. x (B, I), hx/cx (B, H). Returns hy, cy and the activated
+  // gates (B, 4H) that lstm_cell_backward needs.
+  m.def(
+      "lstm_cell_forward(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh) -> (Tensor hy, Tensor cy, Tensor gates)");
+  // Gradients of one cell step. grad_bias is the gradient of b_ih and of b_hh
+  // alike (they enter the gates as a sum).
+  m.def(
+      "lstm_cell_backward(Tensor? grad_hy, Tensor? grad_cy, Tensor input, Tensor hx, "
+      "Tensor cx, Tensor w_ih, Tensor w_hh, Tensor gates, Tensor cy, bool[6] output_mask) -> "
+      "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, "
+      "Tensor grad_w_hh, Tensor grad_bias)");
+  // One direction of one layer over a whole sequence. input (T, B, I),
+  // time-major. lengths (B,), int64 on the CPU, non-increasing, each in [1, T]:
+  // rows past their length keep their state and output zeros. hy/cy are each
+  // row's state after its own last step. gates (T, B, 4H) and cs (T, B, H) are
+  // saved for lstm_layer_backward.
+  m.def(
+      "lstm_layer_forward(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? lengths) -> "
+      "(Tensor output, Tensor hy, Tensor cy, Tensor gates, Tensor cs)");
+  // Backpropagation through time for lstm_layer_forward.
+  m.def(
+      "lstm_layer_backward(Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, "
+      "Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, Tensor output, "
+      "Tensor gates, Tensor cs, Tensor? lengths, bool[6] output_mask) -> (Tensor grad_input, "
+      "Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, Tensor grad_w_hh, "
+      "Tensor grad_bias)");
+}

@@ -1,0 +1,16 @@
+"""lstm_ext: an LSTM for PyTorch with C++ (ATen) forward and backward kernels.
+
+Importing the package loads the op library, which registers
+``torch.ops.lstm_ext.*`` for eager Python, TorchScript and C++ alike.
+"""
+from . import _library
+
+_library.load()
+
+from . import _ops  # noqa: E402  (registers fake kernels and autograd formulas)
+from ._library import library_path  # noqa: E402
+from ._ops import lstm_cell, lstm_layer  # noqa: E402
+from .cell import LSTMCell  # noqa: E402
+
+__all__ = ["LSTMCell", "library_path", "lstm_cell", "lstm_layer"]
+__version__ = "0.1.0"

@@ -1,0 +1,85 @@
+"""Python side of the C++ ops: fake (meta) kernels and the functional API.
+
+Schemas, CPU kernels and autograd all live in C++ (csrc/), so eager Python,
+TorchScript and C++ programs share one forward, one backward and one autograd
+formula. The fake kernels below only state output shapes, so the ops also
+trace under torch.compile / torch.export and pass ``torch.library.opcheck``.
+Gradients are first-order: the backward ops are not themselves differentiable.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+ops = torch.ops.lstm_ext
+
+
+def _masked(mask, index, make):
+    return make() if mask[index] else None
+
+
+@torch.library.register_fake("lstm_ext::lstm_cell_forward")
+def _cell_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
+    batch, hidden = input.shape[0], w_hh.shape[1]
+    return (
+        input.new_empty((batch, hidden)),
+        input.new_empty((batch, hidden)),
+        input.new_empty((batch, 4 * hidden)),
+    )
+
+
+def _backward_fake(input, hx, cx, w_ih, w_hh, output_mask):
+    return tuple(
+        _masked(output_mask, i, make)
+        for i, make in enumerate((
+            lambda: torch.empty_like(input),
+            lambda: torch.empty_like(hx),
+            lambda: torch.empty_like(cx),
+            lambda: torch.empty_like(w_ih),
+            lambda: torch.empty_like(w_hh),
+            lambda: w_hh.new_empty((w_hh.shape[0],)),
+        ))
+    )
+
+
+@torch.library.register_fake("lstm_ext::lstm_cell_backward")
+def _cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, gates, cy, output_mask):
+    return _backward_fake(input, hx, cx, w_ih, w_hh, output_mask)
+
+
+@torch.library.register_fake("lstm_ext::lstm_layer_forward")
+def _layer_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths):
+    steps, batch, hidden = input.shape[0], input.shape[1], w_hh.shape[1]
+    return (
+        input.new_empty((steps, batch, hidden)),
+        input.new_empty((batch, hidden)),
+        input.new_empty((batch, hidden)),
+        input.new_empty((steps, batch, 4 * hidden)),
+        input.new_empty((steps, batch, hidden)),
+    )
+
+
+@torch.library.register_fake("lstm_ext::lstm_layer_backward")
+def _layer_backward_fake(grad_output, grad_hy, grad_cy, input, hx, cx, w_ih, w_hh,
+                         output, gates, cs, lengths, output_mask):
+    return _backward_fake(input, hx, cx, w_ih, w_hh, output_mask)
+
+
+def lstm_cell(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor,
+              b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None
+              ) -> Tuple[Tensor, Tensor]:
+    """One LSTM step, ``(h, c)`` from ``input (B, I)`` and the state ``(B, H)`` each."""
+    hy, cy, _ = ops.lstm_cell_forward(input, hx, cx, w_ih, w_hh, b_ih, b_hh)
+    return hy, cy
+
+
+def lstm_layer(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor,
+               b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None,
+               lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """One direction of one layer over ``input (T, B, I)``: ``(output, h_n, c_n)``.
+
+    ``lengths`` (int64, CPU, non-increasing, each in [1, T]) marks each row's
+    valid steps; later steps output zeros and leave the state alone.
+    """
+    out, hy, cy, _, _ = ops.lstm_layer_forward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths)
+    return out, hy, cy
