@@ -11,6 +11,8 @@ from . import _ops  # noqa: E402  (registers fake kernels and autograd formulas)
 from ._library import library_path  # noqa: E402
 from ._ops import lstm_cell, lstm_layer  # noqa: E402
 from .cell import LSTMCell  # noqa: E402
+from .lstm import LSTM  # noqa: E402
+from .model import LSTMModel  # noqa: E402
 
-__all__ = ["LSTMCell", "library_path", "lstm_cell", "lstm_layer"]
+__all__ = ["LSTM", "LSTMCell", "LSTMModel", "library_path", "lstm_cell", "lstm_layer"]
 __version__ = "0.1.0"

@@ -14,12 +14,25 @@ from torch import Tensor
 ops = torch.ops.lstm_ext
 
 
+def _check_devices(op, **tensors):
+    """Mixed devices (say cpu with meta) would otherwise reach this shape-only
+    kernel and return uninitialised memory: refuse them, as the CPU kernel does."""
+    device = tensors["input"].device
+    for name, t in tensors.items():
+        if t is not None and t.device != device:
+            raise RuntimeError(
+                f"{op}: expected {name} on {device} (the device of input), but got {t.device}"
+            )
+
+
 def _masked(mask, index, make):
     return make() if mask[index] else None
 
 
 @torch.library.register_fake("lstm_ext::lstm_cell_forward")
 def _cell_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
+    _check_devices("lstm_cell_forward", input=input, hx=hx, cx=cx, w_ih=w_ih, w_hh=w_hh,
+                   b_ih=b_ih, b_hh=b_hh)
     batch, hidden = input.shape[0], w_hh.shape[1]
     return (
         input.new_empty((batch, hidden)),
@@ -49,6 +62,8 @@ def _cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, gates, cy, 
 
 @torch.library.register_fake("lstm_ext::lstm_layer_forward")
 def _layer_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths):
+    _check_devices("lstm_layer_forward", input=input, hx=hx, cx=cx, w_ih=w_ih, w_hh=w_hh,
+                   b_ih=b_ih, b_hh=b_hh)
     steps, batch, hidden = input.shape[0], input.shape[1], w_hh.shape[1]
     return (
         input.new_empty((steps, batch, hidden)),

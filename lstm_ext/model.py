@@ -1,0 +1,63 @@
+"""``LSTMModel``: an LSTM over a sequence and a linear head on its last state."""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .cell import TUTORIAL_GATES, convert_tutorial_state_dict
+from .lstm import LSTM
+
+
+class LSTMModel(nn.Module):
+    r"""``(batch, seq_len, input_size) -> (batch, output_size)``, batch first.
+
+    The seed tutorial's model (``LSTMModel(input_size, hidden_size,
+    output_size)``: an LSTM cell run over the sequence, then a linear layer on
+    the last hidden state), computed by :class:`lstm_ext.LSTM` in one C++ op per
+    layer and direction. With ``bidirectional=True`` the head sees both
+    directions' final states. Unbatched ``(seq_len, input_size)`` input gives
+    ``(output_size,)``. A tutorial model's state dict (``lstm_cell.W?`` and
+    ``fc``) loads too.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int,
+                 num_layers: int = 1, dropout: float = 0.0, bidirectional: bool = False,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.output_size = output_size
+        self.lstm = LSTM(input_size, hidden_size, num_layers=num_layers, batch_first=True,
+                         dropout=dropout, bidirectional=bidirectional, device=device,
+                         dtype=dtype)
+        directions = 2 if bidirectional else 1
+        self.fc = nn.Linear(directions * hidden_size, output_size, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+        if x.dim() != 2 and x.dim() != 3:
+            raise ValueError(
+                "LSTMModel: expected x of shape (batch, seq_len, input_size) or unbatched "
+                f"(seq_len, input_size), but got {list(x.shape)}"
+            )
+        batched = x.dim() == 3
+        _, (h_n, _) = self.lstm(x if batched else x.unsqueeze(0), hx)
+        directions = self.lstm.num_directions
+        last = h_n[-directions:]                      # (directions, B, H), last layer
+        last = last.transpose(0, 1).reshape(last.shape[1], -1)
+        y = self.fc(last)
+        return y if batched else y.squeeze(0)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs):
+        cell = prefix + "lstm_cell."
+        if cell + TUTORIAL_GATES[0] + ".weight" in state_dict:
+            try:
+                convert_tutorial_state_dict(state_dict, cell, self.input_size, self.hidden_size)
+            except (KeyError, ValueError) as exc:
+                error_msgs.append(str(exc))
+                return
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                if cell + name in state_dict:
+                    state_dict[prefix + "lstm." + name + "_l0"] = state_dict.pop(cell + name)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)

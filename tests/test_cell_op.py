@@ -1,0 +1,162 @@
+"""The cell ops against the reference equations, nn.LSTMCell, gradcheck, opcheck."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import lstm_ext
+from lstm_ext import reference
+from conftest import grads, leaf, make_cell_args, tol
+
+op = torch.ops.lstm_ext
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(1, 4, 3), (7, 5, 16), (33, 20, 37), (64, 48, 129)])
+def test_forward_and_gradients_match_reference(dtype, shape, bias):
+    args = make_cell_args(*shape, dtype=dtype, bias=bias)
+    ours, ref = leaf(args), leaf(args)
+    h, c = lstm_ext.lstm_cell(*ours)
+    h_ref, c_ref = reference.lstm_cell(*ref)
+    torch.testing.assert_close(h, h_ref, **tol(dtype))
+    torch.testing.assert_close(c, c_ref, **tol(dtype))
+    w = [torch.randn_like(h), torch.randn_like(c)]
+    for g, g_ref in zip(grads([h, c], ours, w), grads([h_ref, c_ref], ref, w)):
+        if g_ref is None:
+            assert g is None
+        else:
+            torch.testing.assert_close(g, g_ref, **tol(dtype))
+
+
+def test_matches_nn_lstmcell_with_copied_weights(dtype):
+    torch.manual_seed(0)
+    nn_cell = torch.nn.LSTMCell(10, 20, dtype=dtype)
+    cell = lstm_ext.LSTMCell(10, 20, dtype=dtype)
+    cell.load_state_dict(nn_cell.state_dict())
+    x = torch.randn(6, 10, dtype=dtype)
+    state = (torch.randn(6, 20, dtype=dtype), torch.randn(6, 20, dtype=dtype))
+    h, c = cell(x, state)
+    h_nn, c_nn = nn_cell(x, state)
+    torch.testing.assert_close(h, h_nn, **tol(dtype))
+    torch.testing.assert_close(c, c_nn, **tol(dtype))
+    (h.sum() + 2 * c.sum()).backward()
+    (h_nn.sum() + 2 * c_nn.sum()).backward()
+    for name, p in cell.named_parameters():
+        torch.testing.assert_close(p.grad, dict(nn_cell.named_parameters())[name].grad,
+                                   **tol(dtype))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_gradcheck_all_inputs_including_state(bias):
+    args = [a for a in make_cell_args(3, 4, 5, bias=bias, requires_grad=True)]
+    assert torch.autograd.gradcheck(lambda *a: lstm_ext.lstm_cell(*a), args)
+
+
+def test_gradcheck_only_one_output_used():
+    """An unused output's gradient arrives undefined; the backward treats it as zero."""
+    args = make_cell_args(3, 4, 5, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: lstm_ext.lstm_cell(*a)[0], args)
+    assert torch.autograd.gradcheck(lambda *a: lstm_ext.lstm_cell(*a)[1], args)
+
+
+def test_opcheck():
+    args = make_cell_args(3, 4, 5, requires_grad=True)
+    torch.library.opcheck(op.lstm_cell_forward.default, args)
+    torch.library.opcheck(op.lstm_cell_forward.default, args[:5] + [None, None])
+    with torch.no_grad():
+        hy, cy, gates = op.lstm_cell_forward(*args)
+    plain = [a.detach() for a in args[:5]]
+    for mask in ([True] * 6, [False, True, False, True, False, True]):
+        torch.library.opcheck(op.lstm_cell_backward.default,
+                              [torch.randn_like(hy), None, *plain, gates, cy, mask])
+
+
+def test_backward_skips_unneeded_gradients():
+    x, h, c, w_ih, w_hh, b_ih, b_hh = make_cell_args(3, 4, 5)
+    hy, cy, gates = op.lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    out = op.lstm_cell_backward(torch.ones_like(hy), None, x, h, c, w_ih, w_hh, gates, cy,
+                                [False, True, False, False, True, False])
+    assert [t is None for t in out] == [True, False, True, True, False, True]
+
+
+@pytest.mark.parametrize("batch", [0, 1])
+def test_small_batches(batch):
+    args = leaf(make_cell_args(batch, 4, 5))
+    h, c = lstm_ext.lstm_cell(*args)
+    h_ref, c_ref = reference.lstm_cell(*args)
+    assert h.shape == (batch, 5)
+    torch.testing.assert_close(h, h_ref)
+    torch.testing.assert_close(c, c_ref)
+    (h.sum() + c.sum()).backward()
+    assert args[3].grad.shape == args[3].shape
+
+
+def test_non_contiguous_inputs():
+    x, h, c, w_ih, w_hh, b_ih, b_hh = make_cell_args(6, 4, 5)
+    nc = [x.t().contiguous().t(), h[:, :], torch.cat([c, c], 1)[:, ::2],
+          w_ih.t().contiguous().t(), w_hh.t().contiguous().t(), torch.stack([b_ih, b_ih], 1)[:, 0],
+          b_hh]
+    assert not nc[0].is_contiguous() and not nc[2].is_contiguous() and not nc[5].is_contiguous()
+    torch.testing.assert_close(lstm_ext.lstm_cell(*nc), reference.lstm_cell(*nc))
+
+
+def test_saturated_inputs_stay_finite():
+    x, h, c, w_ih, w_hh, b_ih, b_hh = make_cell_args(4, 3, 8, dtype=torch.float32)
+    x = x * 1e4
+    h_out, c_out = lstm_ext.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    h_ref, c_ref = reference.lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    assert torch.isfinite(h_out).all() and torch.isfinite(c_out).all()
+    torch.testing.assert_close(h_out, h_ref, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2"])
+def test_other_cpu_capability_builds_agree(capability):
+    """The AVX2 and portable builds of the pointwise kernels (chosen by
+    ATEN_CPU_CAPABILITY) give the reference's results too."""
+    code = (
+        "import torch, lstm_ext, sys; sys.path.insert(0, 'tests');"
+        "from conftest import make_cell_args; from lstm_ext import reference;"
+        "a = make_cell_args(5, 7, 19, dtype=torch.float32);"
+        "torch.testing.assert_close(lstm_ext.lstm_cell(*a), reference.lstm_cell(*a), atol=2e-5, rtol=1e-4);"
+        "print(torch.backends.cpu.get_cpu_capability())"
+    )
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().lower() == capability or capability == "default"
+
+
+BAD = [
+    (lambda a: [a[0][:, :3]] + a[1:], "w_ih of shape [20, 3]"),
+    (lambda a: a[:1] + [a[1][:, :4]] + a[2:], "hx of shape [3, 5] (batch, hidden_size), but got [3, 4]"),
+    (lambda a: a[:2] + [a[2][:2]] + a[3:], "cx of shape [3, 5]"),
+    (lambda a: a[:4] + [a[4][:, :4]] + a[5:], "w_hh of shape [16, 4]"),
+    (lambda a: a[:5] + [a[5][:7]] + a[6:], "b_ih of shape [20]"),
+    (lambda a: [a[0].float()] + a[1:], "w_hh to have dtype Float (the dtype of input), but got Double"),
+    (lambda a: [a[0].int()] + a[1:], "input to be float32 or float64, but got Int"),
+    (lambda a: a[:3] + [a[3].float()] + a[4:], "w_ih to have dtype Double"),
+    (lambda a: [a[0][0]] + a[1:], "input to be 2-D (batch, input_size)"),
+    (lambda a: a[:3] + [a[3].to("meta")] + a[4:], "w_ih on"),
+]
+
+
+@pytest.mark.parametrize("mutate,message", BAD)
+def test_bad_input_is_a_clear_error(mutate, message):
+    args = mutate(make_cell_args(3, 4, 5))
+    with pytest.raises(RuntimeError) as err:
+        op.lstm_cell_forward(*args)
+    assert message in str(err.value)
+    assert "lstm_cell_forward" in str(err.value)
+
+
+def test_bad_backward_input_is_a_clear_error():
+    x, h, c, w_ih, w_hh, b_ih, b_hh = make_cell_args(3, 4, 5)
+    hy, cy, gates = op.lstm_cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    with pytest.raises(RuntimeError, match=r"gates of shape \[3, 20\]"):
+        op.lstm_cell_backward(hy, cy, x, h, c, w_ih, w_hh, gates[:, :5], cy, [True] * 6)
+    with pytest.raises(RuntimeError, match="grad_hy of shape"):
+        op.lstm_cell_backward(hy[:1], cy, x, h, c, w_ih, w_hh, gates, cy, [True] * 6)

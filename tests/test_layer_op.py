@@ -1,0 +1,108 @@
+"""The whole-sequence layer op against the reference, gradcheck, opcheck, lengths."""
+import pytest
+import torch
+
+import lstm_ext
+from lstm_ext import reference
+from conftest import grads, leaf, make_cell_args, tol
+
+op = torch.ops.lstm_ext
+
+
+def layer_args(steps, batch, input_size, hidden, dtype=torch.float64, bias=True,
+               requires_grad=False, seed=0):
+    cell = make_cell_args(batch, input_size, hidden, dtype=dtype, bias=bias, seed=seed)
+    x = torch.randn(steps, batch, input_size, dtype=dtype,
+                    generator=torch.Generator().manual_seed(seed + 1))
+    args = [x] + cell[1:]
+    return [None if a is None else a.requires_grad_(requires_grad) for a in args]
+
+
+@pytest.mark.parametrize("lengths", [None, [6, 6, 4, 1], [3, 2, 2, 1]])
+@pytest.mark.parametrize("bias", [True, False])
+def test_forward_and_gradients_match_reference(dtype, bias, lengths):
+    args = layer_args(6, 4, 5, 7, dtype=dtype, bias=bias)
+    lens = None if lengths is None else torch.tensor(lengths)
+    ours, ref = leaf(args), leaf(args)
+    out = lstm_ext.lstm_layer(*ours, lengths=lens)
+    expected = reference.lstm_layer(*ref, lengths=lens)
+    for a, b in zip(out, expected):
+        torch.testing.assert_close(a, b, **tol(dtype))
+    w = [torch.randn_like(t) for t in expected]
+    for g, g_ref in zip(grads(out, ours, w), grads(expected, ref, w)):
+        if g_ref is None:
+            assert g is None
+        else:
+            torch.testing.assert_close(g, g_ref, **tol(dtype))
+
+
+@pytest.mark.parametrize("lengths", [None, [4, 3, 1]])
+def test_gradcheck(lengths):
+    args = layer_args(4, 3, 2, 3, requires_grad=True)
+    lens = None if lengths is None else torch.tensor(lengths)
+    assert torch.autograd.gradcheck(lambda *a: lstm_ext.lstm_layer(*a, lengths=lens), args)
+    # only h_n used: output and c_n gradients arrive undefined
+    assert torch.autograd.gradcheck(lambda *a: lstm_ext.lstm_layer(*a, lengths=lens)[1], args)
+
+
+def test_padded_steps_output_zeros_and_take_no_gradient():
+    args = leaf(layer_args(5, 3, 2, 4))
+    out, h_n, c_n = lstm_ext.lstm_layer(*args, lengths=torch.tensor([5, 2, 1]))
+    assert (out[2:, 1] == 0).all() and (out[1:, 2] == 0).all()
+    torch.testing.assert_close(h_n[1], out[1, 1])
+    out.sum().backward()
+    assert (args[0].grad[2:, 1] == 0).all() and (args[0].grad[1:, 2] == 0).all()
+
+
+def test_opcheck():
+    args = layer_args(4, 3, 2, 3, requires_grad=True)
+    torch.library.opcheck(op.lstm_layer_forward.default, args + [None])
+    torch.library.opcheck(op.lstm_layer_forward.default, args + [torch.tensor([4, 2, 2])])
+    with torch.no_grad():
+        out, hy, cy, gates, cs = op.lstm_layer_forward(*args, None)
+    plain = [a.detach() for a in args[:5]]
+    torch.library.opcheck(op.lstm_layer_backward.default,
+                          [torch.randn_like(out), None, torch.randn_like(cy), *plain, out, gates,
+                           cs, None, [True, True, False, True, True, False]])
+
+
+@pytest.mark.parametrize("batch", [0, 1])
+def test_small_batches(batch):
+    args = leaf(layer_args(3, batch, 2, 4))
+    out, h, c = lstm_ext.lstm_layer(*args)
+    ref = reference.lstm_layer(*args)
+    torch.testing.assert_close(out, ref[0])
+    (out.sum() + h.sum()).backward()
+    assert args[3].grad.shape == args[3].shape
+
+
+def test_non_contiguous_input():
+    args = layer_args(5, 3, 4, 6)
+    x = args[0].transpose(0, 1).contiguous().transpose(0, 1)[:, :, :]
+    x = torch.cat([x, x], 2)[:, :, ::2]
+    assert not x.is_contiguous()
+    torch.testing.assert_close(lstm_ext.lstm_layer(x, *args[1:]),
+                               reference.lstm_layer(x, *args[1:]))
+
+
+@pytest.mark.parametrize("lengths,message", [
+    ([3, 4, 1], "lengths must be sorted in non-increasing order"),
+    ([4, 3, 0], r"lengths\[2\] = 0 is outside \[1, seq_len = 4\]"),
+    ([4, 3, -1], "is outside"),
+    ([6, 3, 1], r"lengths\[0\] = 6 is outside \[1, seq_len = 4\]"),
+    ([4, 3], r"lengths of shape \[3\] \(batch\)"),
+])
+def test_bad_lengths(lengths, message):
+    args = layer_args(4, 3, 2, 3)
+    with pytest.raises(RuntimeError, match=message):
+        op.lstm_layer_forward(*args, torch.tensor(lengths))
+
+
+def test_bad_shapes():
+    x, h, c, w_ih, w_hh, b_ih, b_hh = layer_args(4, 3, 2, 3)
+    with pytest.raises(RuntimeError, match=r"input to be 3-D \(seq_len, batch, input_size\)"):
+        op.lstm_layer_forward(x[0], h, c, w_ih, w_hh, b_ih, b_hh, None)
+    with pytest.raises(RuntimeError, match=r"w_ih of shape \[12, 3\]"):
+        op.lstm_layer_forward(torch.cat([x, x[..., :1]], 2), h, c, w_ih, w_hh, b_ih, b_hh, None)
+    with pytest.raises(RuntimeError, match="lengths to have dtype int64"):
+        op.lstm_layer_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, torch.tensor([4.0, 3.0, 1.0]))
