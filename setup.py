@@ -65,6 +65,7 @@ setup(
                 "csrc/ops.cpp",
                 "csrc/cpu/lstm_cell_kernel.cpp",
                 "csrc/cpu/lstm_layer_kernel.cpp",
+                "csrc/cpu/gemm.cpp",
                 "csrc/cpu/lstm_pointwise.cpp",
                 "csrc/cpu/lstm_pointwise_default.cpp",
                 "csrc/autograd/lstm_cell_autograd.cpp",

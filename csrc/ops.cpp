@@ -12,7 +12,15 @@
 //     ops do.
 #include <torch/library.h>
 
+#include <string>
+
+#include "cpu/lstm_pointwise.h"
+
 TORCH_LIBRARY(lstm_ext, m) {
+  // Which build of the vectorised pointwise kernels this CPU runs: "avx512",
+  // "avx2" or "default" (benchmarks print it next to their figures).
+  m.def("pointwise_capability() -> str",
+        [] { return std::string(lstm_ext::cpu::pointwise_capability()); });
   // One cell step. x (B, I), hx/cx (B, H). Returns hy, cy and the activated
   // gates (B, 4H) that lstm_cell_backward needs.
   m.def(

@@ -3,6 +3,8 @@
 Importing the package loads the op library, which registers
 ``torch.ops.lstm_ext.*`` for eager Python, TorchScript and C++ alike.
 """
+import torch
+
 from . import _library
 
 _library.load()
@@ -14,5 +16,12 @@ from .cell import LSTMCell  # noqa: E402
 from .lstm import LSTM  # noqa: E402
 from .model import LSTMModel  # noqa: E402
 
-__all__ = ["LSTM", "LSTMCell", "LSTMModel", "library_path", "lstm_cell", "lstm_layer"]
+__all__ = ["LSTM", "LSTMCell", "LSTMModel", "library_path", "lstm_cell", "lstm_layer",
+           "pointwise_capability"]
+
+
+def pointwise_capability() -> str:
+    """The build of the vectorised pointwise kernels this CPU runs ("avx512",
+    "avx2" or "default"); ATEN_CPU_CAPABILITY steers it as it steers ATen."""
+    return torch.ops.lstm_ext.pointwise_capability()
 __version__ = "0.1.0"

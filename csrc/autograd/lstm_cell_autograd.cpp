@@ -24,6 +24,10 @@ class LSTMCellFunction : public torch::autograd::Function<LSTMCellFunction> {
                              const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                              const Tensor&, const std::optional<Tensor>&,
                              const std::optional<Tensor>&)>();
+    // Unused outputs (the saved gates, often h or c) then reach backward as
+    // undefined instead of as freshly zero-filled tensors; the backward op
+    // reads undefined as zero.
+    ctx->set_materialize_grads(false);
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [hy, cy, gates] = op.call(input, hx, cx, w_ih, w_hh, b_ih, b_hh);
     ctx->save_for_backward({input, hx, cx, w_ih, w_hh, gates, cy});

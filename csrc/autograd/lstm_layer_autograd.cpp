@@ -23,6 +23,10 @@ class LSTMLayerFunction : public torch::autograd::Function<LSTMLayerFunction> {
                              const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                              const Tensor&, const std::optional<Tensor>&,
                              const std::optional<Tensor>&, const std::optional<Tensor>&)>();
+    // Unused outputs (the saved gates, often h or c) then reach backward as
+    // undefined instead of as freshly zero-filled tensors; the backward op
+    // reads undefined as zero.
+    ctx->set_materialize_grads(false);
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [output, hy, cy, gates, cs] = op.call(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths);
     const bool has_lengths = lengths.has_value() && lengths->defined();

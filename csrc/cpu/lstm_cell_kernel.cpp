@@ -9,6 +9,7 @@
 #include <array>
 
 #include "checks.h"
+#include "gemm.h"
 #include "lstm_pointwise.h"
 
 namespace lstm_ext::cpu {
@@ -46,8 +47,22 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_forward(
 
   // Biases are added inside the pointwise pass rather than by addmm, which
   // would first need their sum as a separate tensor.
-  Tensor gates = at::mm(input, w_ih.t());
-  gates.addmm_(hx, w_hh.t());
+  Tensor gates;
+  if (s.batch == 1) {  // a streaming step: two matrix-vector products
+    gates = at::zeros({1, 4 * s.hidden}, input.options());
+    AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
+      const Tensor x = input.contiguous(), h = hx.contiguous();
+      const Tensor wi = w_ih.contiguous(), wh = w_hh.contiguous();
+      gemv_rows<scalar_t>(wi.data_ptr<scalar_t>(), 4 * s.hidden, s.input, x.data_ptr<scalar_t>(),
+                          gates.data_ptr<scalar_t>());
+      gemv_rows<scalar_t>(wh.data_ptr<scalar_t>(), 4 * s.hidden, s.hidden,
+                          h.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>());
+    });
+  } else {
+    gates = at::empty({s.batch, 4 * s.hidden}, input.options());
+    matmul(input, w_ih.t(), gates, 0.0);
+    matmul(hx, w_hh.t(), gates, 1.0);
+  }
   const Tensor c_prev = cx.contiguous();
   Tensor hy = at::empty({s.batch, s.hidden}, input.options());
   Tensor cy = at::empty({s.batch, s.hidden}, input.options());
@@ -100,11 +115,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
     });
   });
   // Each remaining gradient is one GEMM (or reduction), skipped when unmasked.
-  Tensor grad_input = output_mask[0] ? at::mm(grad_gates, w_ih) : Tensor();
-  Tensor grad_hx = output_mask[1] ? at::mm(grad_gates, w_hh) : Tensor();
+  auto product = [&](bool wanted, const Tensor& a, const Tensor& b) {
+    if (!wanted) return Tensor();
+    Tensor out = at::empty({a.size(0), b.size(1)}, input.options());
+    matmul(a, b, out, 0.0);
+    return out;
+  };
+  Tensor grad_input = product(output_mask[0], grad_gates, w_ih);
+  Tensor grad_hx = product(output_mask[1], grad_gates, w_hh);
   if (!output_mask[2]) grad_cx.reset();
-  Tensor grad_w_ih = output_mask[3] ? at::mm(grad_gates.t(), input) : Tensor();
-  Tensor grad_w_hh = output_mask[4] ? at::mm(grad_gates.t(), hx) : Tensor();
+  Tensor grad_w_ih = product(output_mask[3], grad_gates.t(), input);
+  Tensor grad_w_hh = product(output_mask[4], grad_gates.t(), hx);
   Tensor grad_bias = output_mask[5] ? grad_gates.sum(0) : Tensor();
   return {grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias};
 }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "gemm.h"
 #include "lstm_pointwise.h"
 
 namespace lstm_ext::cpu {
@@ -103,17 +104,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   check_optional_arg(op, "b_hh", b_hh, {4 * s.hidden}, "(4 * hidden_size)", dtype);
   const int64_t T = s.steps, B = s.batch, H = s.hidden;
 
+  // The input projection of every step at once; the biases are added by the
+  // pointwise pass, which reads the gates anyway.
   Tensor gates = at::empty({T, B, 4 * H}, input.options());
-  Tensor gates2d = gates.view({T * B, 4 * H});
   const Tensor x2d = input.reshape({T * B, s.input});
-  const bool has_ih = b_ih.has_value() && b_ih->defined();
-  const bool has_hh = b_hh.has_value() && b_hh->defined();
-  if (has_ih || has_hh) {
-    const Tensor bias = has_ih && has_hh ? *b_ih + *b_hh : (has_ih ? *b_ih : *b_hh);
-    at::addmm_out(gates2d, bias, x2d, w_ih.t());
-  } else {
-    at::mm_out(gates2d, x2d, w_ih.t());
-  }
+  matmul(x2d, w_ih.t(), gates.view({T * B, 4 * H}), 0.0);
 
   // Padded steps must read as zeros in output; cs is zeroed alike so that no
   // uninitialised memory is ever handed out.
@@ -122,24 +117,31 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   const Tensor h0 = hx.contiguous();
   const Tensor c0 = cx.contiguous();
   const Tensor w_hh_t = w_hh.t();
+  const Tensor w_hh_c = w_hh.contiguous();
 
   AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
+    Tensor keep_ih, keep_hh;
+    const scalar_t* bias_ih = optional_data<scalar_t>(b_ih, keep_ih);
+    const scalar_t* bias_hh = optional_data<scalar_t>(b_hh, keep_hh);
+    // Raw pointers into the sequence buffers: a batch-1 step is short enough
+    // that making per-step Tensor views would be a visible share of it.
+    scalar_t* gates_p = gates.data_ptr<scalar_t>();
+    scalar_t* out_p = output.data_ptr<scalar_t>();
+    scalar_t* cs_p = cs.data_ptr<scalar_t>();
+    const scalar_t* w_hh_p = w_hh_c.data_ptr<scalar_t>();
     for (int64_t t = 0; t < T; ++t) {
       const int64_t n = s.batch_sizes[t];
-      const Tensor h_prev = t == 0 ? h0 : output[t - 1];
-      const Tensor c_prev = t == 0 ? c0 : cs[t - 1];
-      Tensor g = gates[t].narrow(0, 0, n);
-      g.addmm_(h_prev.narrow(0, 0, n), w_hh_t);
-      forward_pointwise<scalar_t>({
-          g.data_ptr<scalar_t>(),
-          nullptr,
-          nullptr,
-          c_prev.data_ptr<scalar_t>(),
-          cs[t].data_ptr<scalar_t>(),
-          output[t].data_ptr<scalar_t>(),
-          n,
-          H,
-      });
+      scalar_t* g = gates_p + t * B * 4 * H;
+      const scalar_t* h_prev = t == 0 ? h0.data_ptr<scalar_t>() : out_p + (t - 1) * B * H;
+      const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H;
+      if (n == 1) {
+        gemv_rows<scalar_t>(w_hh_p, 4 * H, H, h_prev, g);
+      } else {
+        const Tensor h_rows = t == 0 ? h0.narrow(0, 0, n) : output[t - 1].narrow(0, 0, n);
+        matmul(h_rows, w_hh_t, gates[t].narrow(0, 0, n), 1.0);
+      }
+      forward_pointwise<scalar_t>({g, bias_ih, bias_hh, c_prev, cs_p + t * B * H,
+                                   out_p + t * B * H, n, H});
     }
   });
   Tensor hy = last_step(output, s, h0);
@@ -175,42 +177,59 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   const Tensor gates_c = gates.contiguous();
   const Tensor cs_c = cs.contiguous();
   const Tensor c0 = cx.contiguous();
+  const Tensor w_hh_c = w_hh.contiguous();
   Tensor grad_gates = s.padded ? at::zeros({T, B, 4 * H}, input.options())
                                : at::empty({T, B, 4 * H}, input.options());
 
   AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
+    const scalar_t* gates_p = gates_c.data_ptr<scalar_t>();
+    const scalar_t* cs_p = cs_c.data_ptr<scalar_t>();
+    const scalar_t* go_p = has_go ? go.data_ptr<scalar_t>() : nullptr;
+    scalar_t* dg_p = grad_gates.data_ptr<scalar_t>();
+    scalar_t* dh_p = dh.data_ptr<scalar_t>();
+    scalar_t* dc_p = dc.data_ptr<scalar_t>();
+    const scalar_t* w_hh_p = w_hh_c.data_ptr<scalar_t>();
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t n = s.batch_sizes[t];
-      const Tensor c_prev = t == 0 ? c0 : cs_c[t - 1];
-      Tensor dg = grad_gates[t].narrow(0, 0, n);
+      scalar_t* dg = dg_p + t * B * 4 * H;
       backward_pointwise<scalar_t>({
-          gates_c[t].data_ptr<scalar_t>(),
-          c_prev.data_ptr<scalar_t>(),
-          cs_c[t].data_ptr<scalar_t>(),
-          dh.data_ptr<scalar_t>(),
-          has_go ? go[t].data_ptr<scalar_t>() : nullptr,
-          dc.data_ptr<scalar_t>(),
-          dg.data_ptr<scalar_t>(),
-          dc.data_ptr<scalar_t>(),
+          gates_p + t * B * 4 * H,
+          t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H,
+          cs_p + t * B * H,
+          dh_p,
+          go_p != nullptr ? go_p + t * B * H : nullptr,
+          dc_p,
+          dg,
+          dc_p,
           n,
           H,
       });
-      Tensor dh_rows = dh.narrow(0, 0, n);
-      at::mm_out(dh_rows, dg, w_hh);
+      if (n == 1) {
+        gemv_cols<scalar_t>(w_hh_p, 4 * H, H, dg, dh_p);
+      } else {
+        matmul(grad_gates[t].narrow(0, 0, n), w_hh, dh.narrow(0, 0, n), 0.0);
+      }
     }
   });
 
   const Tensor dg2d = grad_gates.view({T * B, 4 * H});
   const Tensor x2d = input.reshape({T * B, s.input});
-  Tensor grad_input = output_mask[0] ? at::mm(dg2d, w_ih).view({T, B, s.input}) : Tensor();
-  Tensor grad_w_ih = output_mask[3] ? at::mm(dg2d.t(), x2d) : Tensor();
-  Tensor grad_w_hh;
+  Tensor grad_input, grad_w_ih, grad_w_hh;
+  if (output_mask[0]) {
+    grad_input = at::empty({T, B, s.input}, input.options());
+    matmul(dg2d, w_ih, grad_input.view({T * B, s.input}), 0.0);
+  }
+  if (output_mask[3]) {
+    grad_w_ih = at::empty_like(w_ih, at::MemoryFormat::Contiguous);
+    matmul(dg2d.t(), x2d, grad_w_ih, 0.0);
+  }
   if (output_mask[4]) {
     // h_{t-1} is output[t-1] for t >= 1 and hx for t = 0: two GEMMs, no copy.
-    grad_w_hh = T > 0 ? at::mm(grad_gates[0].t(), hx) : at::zeros_like(w_hh);
+    grad_w_hh = at::zeros_like(w_hh, at::MemoryFormat::Contiguous);
+    if (T > 0) matmul(grad_gates[0].t(), hx, grad_w_hh, 0.0);
     if (T > 1) {
-      grad_w_hh.addmm_(grad_gates.narrow(0, 1, T - 1).reshape({(T - 1) * B, 4 * H}).t(),
-                       output.narrow(0, 0, T - 1).reshape({(T - 1) * B, H}));
+      matmul(grad_gates.narrow(0, 1, T - 1).reshape({(T - 1) * B, 4 * H}).t(),
+             output.narrow(0, 0, T - 1).reshape({(T - 1) * B, H}), grad_w_hh, 1.0);
     }
   }
   Tensor grad_bias = output_mask[5] ? dg2d.sum(0) : Tensor();

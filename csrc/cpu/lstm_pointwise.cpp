@@ -63,6 +63,36 @@ void backward_pointwise(const PointwiseBackward<T>& args) {
   }
 }
 
+template <typename T>
+void gemv_rows(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
+  switch (capability()) {
+#if defined(LSTM_EXT_HAVE_AVX512)
+    case Capability::Avx512: return AVX512::gemv_rows(w, rows, cols, x, y);
+#endif
+#if defined(LSTM_EXT_HAVE_AVX2)
+    case Capability::Avx2: return AVX2::gemv_rows(w, rows, cols, x, y);
+#endif
+    default: return DEFAULT::gemv_rows(w, rows, cols, x, y);
+  }
+}
+
+template <typename T>
+void gemv_cols(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
+  switch (capability()) {
+#if defined(LSTM_EXT_HAVE_AVX512)
+    case Capability::Avx512: return AVX512::gemv_cols(w, rows, cols, x, y);
+#endif
+#if defined(LSTM_EXT_HAVE_AVX2)
+    case Capability::Avx2: return AVX2::gemv_cols(w, rows, cols, x, y);
+#endif
+    default: return DEFAULT::gemv_cols(w, rows, cols, x, y);
+  }
+}
+
+template void gemv_rows<float>(const float*, int64_t, int64_t, const float*, float*);
+template void gemv_rows<double>(const double*, int64_t, int64_t, const double*, double*);
+template void gemv_cols<float>(const float*, int64_t, int64_t, const float*, float*);
+template void gemv_cols<double>(const double*, int64_t, int64_t, const double*, double*);
 template void forward_pointwise<float>(const PointwiseForward<float>&);
 template void forward_pointwise<double>(const PointwiseForward<double>&);
 template void backward_pointwise<float>(const PointwiseBackward<float>&);

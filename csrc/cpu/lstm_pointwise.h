@@ -42,6 +42,16 @@ void forward_pointwise(const PointwiseForward<T>& args);
 template <typename T>
 void backward_pointwise(const PointwiseBackward<T>& args);
 
+// Batch-1 recurrent products, where a GEMM library's set-up costs more than the
+// arithmetic (a streaming step, one sequence at a time). w is row-major
+// (rows, cols), rows = 4H.
+//   gemv_rows: y[r] += dot(w[r, :], x)          (gates += W_hh h)
+//   gemv_cols: y[j]  = sum_r x[r] * w[r, j]     (dh = dgates W_hh)
+template <typename T>
+void gemv_rows(const T* w, int64_t rows, int64_t cols, const T* x, T* y);
+template <typename T>
+void gemv_cols(const T* w, int64_t rows, int64_t cols, const T* x, T* y);
+
 // The name of the kernel build chosen at run time ("avx512", "avx2", "default").
 const char* pointwise_capability();
 
@@ -52,6 +62,10 @@ const char* pointwise_capability();
   void forward_pointwise(const PointwiseForward<T>& args);                \
   template <typename T>                                                   \
   void backward_pointwise(const PointwiseBackward<T>& args);              \
+  template <typename T>                                                   \
+  void gemv_rows(const T* w, int64_t rows, int64_t cols, const T* x, T* y); \
+  template <typename T>                                                   \
+  void gemv_cols(const T* w, int64_t rows, int64_t cols, const T* x, T* y); \
   }
 
 LSTM_EXT_DECLARE_POINTWISE(DEFAULT)

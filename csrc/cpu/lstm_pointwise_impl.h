@@ -6,6 +6,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include "lstm_pointwise.h"
@@ -149,6 +150,52 @@ void backward_pointwise(const PointwiseBackward<T>& a) {
   });
 }
 
+template <typename T>
+void gemv_rows(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
+  using Vec = Vectorized<T>;
+  // Four rows at a time share each load of x.
+  at::parallel_for(0, (rows + 3) / 4, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)),
+                   [&](int64_t q0, int64_t q1) {
+    for (int64_t r = q0 * 4; r < std::min(rows, q1 * 4); r += 4) {
+      const int64_t nr = std::min<int64_t>(4, rows - r);
+      Vec acc[4] = {Vec(T(0)), Vec(T(0)), Vec(T(0)), Vec(T(0))};
+      for_each_chunk<T>(cols, [&](int64_t j, int64_t n) {
+        const Vec xv = load(x + j, n);
+        for (int64_t k = 0; k < nr; ++k) {
+          acc[k] = at::vec::fmadd(load(w + (r + k) * cols + j, n), xv, acc[k]);
+        }
+      });
+      for (int64_t k = 0; k < nr; ++k) {
+        y[r + k] += at::vec::vec_reduce_all<T>([](Vec& a, Vec& b) { return a + b; }, acc[k]);
+      }
+    }
+  });
+}
+
+template <typename T>
+void gemv_cols(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
+  using Vec = Vectorized<T>;
+  // Each thread owns a slice of the output columns and runs over every row.
+  constexpr int64_t kVec = Vec::size();
+  const int64_t chunks = (cols + kVec - 1) / kVec;
+  at::parallel_for(0, chunks, std::max<int64_t>(1, 2048 / std::max<int64_t>(rows, 1)),
+                   [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t j = c * kVec;
+      const int64_t n = std::min(kVec, cols - j);
+      Vec acc(T(0));
+      for (int64_t r = 0; r < rows; ++r) {
+        acc = at::vec::fmadd(load(w + r * cols + j, n), Vec(x[r]), acc);
+      }
+      store(acc, y + j, n);
+    }
+  });
+}
+
+template void gemv_rows<float>(const float*, int64_t, int64_t, const float*, float*);
+template void gemv_rows<double>(const double*, int64_t, int64_t, const double*, double*);
+template void gemv_cols<float>(const float*, int64_t, int64_t, const float*, float*);
+template void gemv_cols<double>(const double*, int64_t, int64_t, const double*, double*);
 template void forward_pointwise<float>(const PointwiseForward<float>&);
 template void forward_pointwise<double>(const PointwiseForward<double>&);
 template void backward_pointwise<float>(const PointwiseBackward<float>&);

@@ -1,0 +1,63 @@
+"""The cell stepped from Python over a sequence: lstm_ext.LSTMCell vs
+torch.nn.LSTMCell vs the pure-Python reference, training (forward + backward)
+and inference, float32. Run: python benchmarks/bench_cell.py [--quick]"""
+import argparse
+import os
+import sys
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lstm_ext  # noqa: E402
+from common import forward_flops, gemm_ceiling_gflops, header, median_ms, print_table  # noqa: E402
+from lstm_ext import reference  # noqa: E402
+
+SHAPES = [(100, 4, 3, 5), (32, 32, 64, 50), (64, 256, 256, 100), (64, 512, 512, 50)]
+
+
+def stepper(cell_fn, x, hidden, train):
+    batch = x.shape[1]
+
+    def run():
+        h = c = torch.zeros(batch, hidden)
+        with torch.set_grad_enabled(train):
+            for t in range(x.shape[0]):
+                h, c = cell_fn(x[t], (h, c))
+            if train:
+                h.sum().backward()
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="shorter timing runs")
+    args = parser.parse_args()
+    min_time = 0.2 if args.quick else 1.0
+    header("Cell stepped from Python over a sequence")
+    ceiling = gemm_ceiling_gflops()
+    print(f"GEMM ceiling (1024^3 float32 torch.mm): {ceiling:.0f} GFLOP/s\n")
+    rows = []
+    for (B, I, H, T) in SHAPES:
+        torch.manual_seed(0)
+        theirs = nn.LSTMCell(I, H)
+        ours = lstm_ext.LSTMCell(I, H)
+        ours.load_state_dict(theirs.state_dict())
+        w = [ours.weight_ih, ours.weight_hh, ours.bias_ih, ours.bias_hh]
+        ref = lambda x, s: reference.lstm_cell(x, s[0], s[1], *w)  # noqa: E731
+        x = torch.randn(T, B, I)
+        for mode, train in (("train", True), ("infer", False)):
+            t_ours = median_ms(stepper(ours, x, H, train), min_time)
+            t_nn = median_ms(stepper(theirs, x, H, train), min_time)
+            t_ref = median_ms(stepper(ref, x, H, train), min_time)
+            flops = forward_flops(B, I, H, T) * (3 if train else 1)
+            gflops = flops / (t_ours * 1e-3) / 1e9
+            rows.append([f"({B}, {I}, {H}, {T})", mode, f"{t_ours:.3f}", f"{t_nn:.3f}",
+                         f"{t_ref:.3f}", f"{t_nn / t_ours:.2f}x", f"{t_ref / t_ours:.2f}x",
+                         f"{gflops:.1f}", f"{100 * gflops / ceiling:.0f}%"])
+    print_table(["(B, I, H, T)", "mode", "ours ms", "nn.LSTMCell ms", "reference ms",
+                 "vs nn.LSTMCell", "vs reference", "ours GFLOP/s", "of ceiling"], rows)
+
+
+if __name__ == "__main__":
+    main()

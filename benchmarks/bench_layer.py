@@ -1,0 +1,115 @@
+"""One LSTM layer over a whole sequence, float32, single layer, one direction:
+lstm_ext.LSTM vs torch.nn.LSTM (oneDNN) vs lstm_ext.LSTMCell stepped from
+Python vs the pure-Python reference, training (forward + backward, input
+requiring grad) and inference. Also times the GEMM floor: only the GEMMs this
+design must run, in ATen on the same shapes, pointwise work taken as free.
+Run: python benchmarks/bench_layer.py [--quick] [--no-slow]"""
+import argparse
+import os
+import sys
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lstm_ext  # noqa: E402
+from common import forward_flops, gemm_ceiling_gflops, header, median_ms, print_table  # noqa: E402
+from lstm_ext import reference  # noqa: E402
+
+SHAPES = [(100, 4, 3, 5), (32, 32, 64, 50), (64, 256, 256, 100), (64, 512, 512, 50),
+          (1, 256, 256, 150)]
+
+
+def gemm_floor(B, I, H, T, train):
+    """Inference: the input projection plus T recurrent GEMMs. Training adds T
+    dh GEMMs and the three large gradient GEMMs (dx, dW_ih, dW_hh)."""
+    x = torch.randn(T * B, I)
+    w_ih, w_hh = torch.randn(4 * H, I), torch.randn(4 * H, H)
+    bias = torch.randn(4 * H)
+    gates = torch.empty(T, B, 4 * H)
+    h = torch.randn(B, H)
+    dgates = torch.randn(T * B, 4 * H)
+    dh = torch.empty(B, H)
+    hs = torch.randn(T * B, H)
+
+    def run():
+        torch.addmm(bias, x, w_ih.t(), out=gates.view(T * B, 4 * H))
+        for t in range(T):
+            gates[t].addmm_(h, w_hh.t())
+        if train:
+            for t in range(T):
+                torch.mm(dgates[t * B:(t + 1) * B], w_hh, out=dh)
+            torch.mm(dgates, w_ih)
+            torch.mm(dgates.t(), x)
+            torch.mm(dgates.t(), hs)
+    return run
+
+
+def runner(module_fn, x, train):
+    def run():
+        if train:
+            xi = x.detach().requires_grad_()
+            out = module_fn(xi)
+            out.sum().backward()
+        else:
+            with torch.no_grad():
+                module_fn(x)
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="shorter timing runs")
+    parser.add_argument("--no-slow", action="store_true",
+                        help="skip the Python-stepped cell and the reference")
+    args = parser.parse_args()
+    min_time = 0.2 if args.quick else 1.0
+    header("One layer over a whole sequence")
+    ceiling = gemm_ceiling_gflops()
+    print(f"GEMM ceiling (1024^3 float32 torch.mm): {ceiling:.0f} GFLOP/s\n")
+    rows = []
+    for (B, I, H, T) in SHAPES:
+        torch.manual_seed(0)
+        theirs = nn.LSTM(I, H)
+        ours = lstm_ext.LSTM.from_torch(theirs)
+        cell = lstm_ext.LSTMCell(I, H)
+        cell.load_state_dict({k[:-3]: v for k, v in theirs.state_dict().items()})
+        w = [ours.weight_ih_l0, ours.weight_hh_l0, ours.bias_ih_l0, ours.bias_hh_l0]
+        x = torch.randn(T, B, I)
+        zeros = torch.zeros(B, H)
+
+        def stepped(xs):
+            h = c = zeros
+            outs = []
+            for t in range(xs.shape[0]):
+                h, c = cell(xs[t], (h, c))
+                outs.append(h)
+            return torch.stack(outs)
+
+        impls = {
+            "ours": lambda xs: ours(xs)[0],
+            "nn.LSTM": lambda xs: theirs(xs)[0],
+        }
+        if not args.no_slow:
+            impls["cell stepped"] = stepped
+            impls["reference"] = lambda xs: reference.lstm_layer(xs, zeros, zeros, *w)[0]
+        for mode, train in (("train", True), ("infer", False)):
+            times = {name: median_ms(runner(fn, x, train), min_time) for name, fn in impls.items()}
+            floor = median_ms(gemm_floor(B, I, H, T, train), min_time)
+            t = times["ours"]
+            flops = forward_flops(B, I, H, T) * (3 if train else 1)
+            row = [f"({B}, {I}, {H}, {T})", mode, f"{t:.3f}", f"{times['nn.LSTM']:.3f}",
+                   f"{times['nn.LSTM'] / t:.2f}x", f"{floor:.3f}", f"{t / floor:.2f}",
+                   f"{times['nn.LSTM'] / floor:.2f}", f"{flops / (t * 1e-3) / 1e9:.1f}"]
+            if not args.no_slow:
+                row += [f"{times['cell stepped'] / t:.2f}x", f"{times['reference'] / t:.2f}x"]
+            rows.append(row)
+    columns = ["(B, I, H, T)", "mode", "ours ms", "nn.LSTM ms", "nn.LSTM/ours", "floor ms",
+               "ours/floor", "nn.LSTM/floor", "ours GFLOP/s"]
+    if not args.no_slow:
+        columns += ["cell stepped/ours", "reference/ours"]
+    print_table(columns, rows)
+
+
+if __name__ == "__main__":
+    main()

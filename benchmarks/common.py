@@ -1,0 +1,42 @@
+"""Shared pieces of the benchmarks: timing, FLOP counts, the GEMM ceiling, tables."""
+import platform
+
+import torch
+from torch.utils import benchmark
+
+import lstm_ext
+
+
+def median_ms(fn, min_run_time=0.5):
+    """Median wall time of fn() in ms, by torch.utils.benchmark (warm-up included)."""
+    timer = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def forward_flops(batch, input_size, hidden, steps):
+    """8*B*H*(I+H) per step: the two gate GEMMs (multiply-adds counted twice)."""
+    return 8 * batch * hidden * (input_size + hidden) * steps
+
+
+def gemm_ceiling_gflops(n=1024):
+    """This machine's float32 GEMM throughput (ATen, all threads): the ceiling
+    against which GFLOP/s figures are read."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n ** 3 / (median_ms(lambda: torch.mm(a, b)) * 1e-3) / 1e9
+
+
+def header(title):
+    print(f"## {title}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}, lstm_ext pointwise kernels: "
+          f"{lstm_ext.pointwise_capability()}, float32")
+
+
+def print_table(columns, rows):
+    widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
+    line = lambda cells: "| " + " | ".join(str(c).rjust(w) for c, w in zip(cells, widths)) + " |"
+    print(line(columns))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(line(r))
+    print()

@@ -1,0 +1,57 @@
+#include "gemm.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdlib>
+#include <string>
+
+// Declared weak: if this torch lacks the symbol (or changed its signature, and
+// so its mangled name), the address is null and MKL serves every product.
+namespace at::native {
+__attribute__((weak)) void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2,
+                                         const at::Tensor& result, float beta, float alpha);
+} // namespace at::native
+
+namespace lstm_ext::cpu {
+namespace {
+
+// Products below this many FLOPs run faster on MKL than oneDNN's per-call
+// overhead allows (crossover measured between (64,64,256) and (32,256,1024)).
+constexpr double kOneDnnMinFlops = 4.0e6;
+
+using OneDnnMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float,
+                              float);
+
+OneDnnMatmul find_onednn_matmul() {
+  // LSTM_EXT_GEMM=aten keeps every product on ATen's GEMM (for comparisons).
+  const char* choice = std::getenv("LSTM_EXT_GEMM");
+  if (choice != nullptr && std::string(choice) == "aten") return nullptr;
+  return &at::native::mkldnn_matmul;
+}
+
+OneDnnMatmul onednn() {
+  static const OneDnnMatmul fn = find_onednn_matmul();
+  return fn;
+}
+
+} // namespace
+
+bool onednn_matmul_available() { return onednn() != nullptr; }
+
+void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, double beta) {
+  const double flops = 2.0 * a.size(0) * a.size(1) * b.size(1);
+  if (out.numel() == 0) return;
+  if (a.size(1) == 0) {  // empty reduction: a @ b is zero
+    out.mul_(beta);
+    return;
+  }
+  if (out.scalar_type() == at::kFloat && flops >= kOneDnnMinFlops && onednn() != nullptr) {
+    onednn()(a, b, out, static_cast<float>(beta), 1.0f);
+  } else if (beta == 0.0) {
+    at::mm_out(const_cast<at::Tensor&>(out), a, b);
+  } else {
+    const_cast<at::Tensor&>(out).addmm_(a, b, beta, 1.0);
+  }
+}
+
+} // namespace lstm_ext::cpu
