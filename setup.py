@@ -22,22 +22,34 @@ except ImportError as exc:  # pip's build isolation hides the installed torch
         "mismatched torch)."
     ) from exc
 
-# Portable code everywhere; wider vectors only in the files built per capability
-# below, which run only on CPUs that have them (csrc/cpu/lstm_pointwise.cpp).
+# Portable code everywhere (-fopenmp so that at::parallel_for uses threads);
+# wider vectors only in the per-capability files, picked at run time.
 BASE_FLAGS = ["-O3", "-fopenmp", "-DNDEBUG"]
-IS_X86 = platform.machine().lower() in ("x86_64", "amd64")
-CAPABILITY_FLAGS = (
-    {
-        "avx2": ["-mavx2", "-mfma", "-mf16c"],
-        "avx512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c"],
-    }
-    if IS_X86
-    else {}
-)
+MACHINE = platform.machine().lower().replace("amd64", "x86_64")
+
+
+def read_sources():
+    """csrc/sources.txt: common sources, and per-capability sources with their
+    own flags (built only for their machine; chosen at run time)."""
+    common, per_capability = [], []
+    with open(os.path.join("csrc", "sources.txt")) as f:
+        for line in f:
+            parts = line.split("#", 1)[0].split()
+            if not parts:
+                continue
+            path = os.path.join("csrc", parts[0])
+            if len(parts) == 1:
+                common.append(path)
+            elif parts[1] == MACHINE:
+                per_capability.append((path, parts[2], parts[3:]))
+    return common, per_capability
+
+
+COMMON_SOURCES, CAPABILITY_SOURCES = read_sources()
 
 
 class BuildExtensionPerCapability(BuildExtension):
-    """Compiles each csrc/cpu/lstm_pointwise_<cap>.cpp with its own -m flags.
+    """Compiles each per-capability source with its own -m flags.
 
     setuptools gives every source of an extension the same flags, so these
     files are compiled here, before the extension, and linked as extra objects.
@@ -45,10 +57,10 @@ class BuildExtensionPerCapability(BuildExtension):
 
     def build_extension(self, ext):
         objects = []
-        for cap, flags in CAPABILITY_FLAGS.items():
+        for path, _macro, flags in CAPABILITY_SOURCES:
             objects += self.compiler.compile(
-                [os.path.join("csrc", "cpu", f"lstm_pointwise_{cap}.cpp")],
-                output_dir=os.path.join(self.build_temp, cap),
+                [path],
+                output_dir=os.path.join(self.build_temp, os.path.basename(path)[:-4]),
                 macros=ext.define_macros,
                 include_dirs=ext.include_dirs,
                 extra_postargs={"cxx": ext.extra_compile_args["cxx"] + flags},
@@ -61,17 +73,8 @@ setup(
     ext_modules=[
         CppExtension(
             "lstm_ext._C",
-            sources=[
-                "csrc/ops.cpp",
-                "csrc/cpu/lstm_cell_kernel.cpp",
-                "csrc/cpu/lstm_layer_kernel.cpp",
-                "csrc/cpu/gemm.cpp",
-                "csrc/cpu/lstm_pointwise.cpp",
-                "csrc/cpu/lstm_pointwise_default.cpp",
-                "csrc/autograd/lstm_cell_autograd.cpp",
-                "csrc/autograd/lstm_layer_autograd.cpp",
-            ],
-            define_macros=[(f"LSTM_EXT_HAVE_{cap.upper()}", "1") for cap in CAPABILITY_FLAGS],
+            sources=COMMON_SOURCES,
+            define_macros=[(macro, "1") for _path, macro, _flags in CAPABILITY_SOURCES],
             extra_compile_args={"cxx": BASE_FLAGS},
             extra_link_args=["-fopenmp"],
             py_limited_api=True,

@@ -21,12 +21,10 @@ def reverse_padded(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     padded steps stay where they are."""
     if lengths is None:
         return x.flip(0)
-    steps = x.shape[0]
-    t = torch.arange(steps).unsqueeze(1)
+    t = torch.arange(x.shape[0]).unsqueeze(1)
     lens = lengths.unsqueeze(0)
     index = torch.where(t < lens, lens - 1 - t, t).to(x.device)
-    index = index.reshape(steps, -1, *([1] * (x.dim() - 2))).expand_as(x)
-    return x.gather(0, index)
+    return x.gather(0, index.unsqueeze(2).expand_as(x))
 
 
 class LSTM(nn.Module):
@@ -43,6 +41,8 @@ class LSTM(nn.Module):
 
     __constants__ = ["input_size", "hidden_size", "num_layers", "bias", "batch_first",
                      "dropout", "bidirectional", "num_directions"]
+    __jit_unused_properties__ = ["all_weights"]
+    _flat_weights: List[Optional[Tensor]]
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
@@ -86,7 +86,31 @@ class LSTM(nn.Module):
                         "bias_ih_" + name, nn.Parameter(torch.empty(4 * hidden_size, **factory)))
                     self.register_parameter(
                         "bias_hh_" + name, nn.Parameter(torch.empty(4 * hidden_size, **factory)))
+        self._flat_weights = []
+        self._init_flat_weights()
         self.reset_parameters()
+
+    def _weight_names(self) -> List[str]:
+        """Parameter names, four per layer and direction (bias entries even
+        without bias), in the order _run reads them."""
+        return [f"{kind}_l{layer}{suffix}"
+                for layer in range(self.num_layers) for suffix in self._suffixes()
+                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+
+    def _init_flat_weights(self) -> None:
+        # A plain list of the parameters (None for absent biases), which
+        # TorchScript can index; getattr with computed names it cannot.
+        self._flat_weights = [getattr(self, n, None) for n in self._weight_names()]
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if hasattr(self, "_flat_weights") and name in self._weight_names():
+            self._init_flat_weights()
+
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        self._init_flat_weights()
+        return result
 
     def _suffixes(self) -> List[str]:
         return ["", "_reverse"] if self.bidirectional else [""]
@@ -134,11 +158,16 @@ class LSTM(nn.Module):
             s += ", bidirectional=True"
         return s
 
-    def forward(self, input, hx: Optional[Tuple[Tensor, Tensor]] = None):
-        if isinstance(input, PackedSequence):
-            return self._forward_packed(input, hx)
+    def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None
+                ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        # `input` may also be a PackedSequence in eager mode (scripted modules
+        # take tensors only, like scripted torch.nn.LSTM's tensor overload).
+        if not torch.jit.is_scripting():
+            if isinstance(input, PackedSequence):
+                return self._forward_packed(input, hx)
         return self._forward_tensor(input, hx)
 
+    @torch.jit.unused
     def _forward_packed(self, input: PackedSequence, hx: Optional[Tuple[Tensor, Tensor]]):
         # Work in the packed (sorted by decreasing length) batch order, where the
         # rows still running at each step are a prefix, as the layer op wants.
@@ -218,15 +247,14 @@ class LSTM(nn.Module):
         layer_input = x
         for layer in range(self.num_layers):
             outputs: List[Tensor] = []
-            for direction, suffix in enumerate(self._suffixes()):
+            for direction in range(self.num_directions):
                 idx = layer * self.num_directions + direction
-                name = f"l{layer}{suffix}"
+                w_ih, w_hh = self._flat_weights[4 * idx], self._flat_weights[4 * idx + 1]
+                assert w_ih is not None and w_hh is not None
                 seq = layer_input if direction == 0 else reverse_padded(layer_input, lengths)
                 out, hy, cy, _, _ = torch.ops.lstm_ext.lstm_layer_forward(
-                    seq, h0[idx], c0[idx], getattr(self, "weight_ih_" + name),
-                    getattr(self, "weight_hh_" + name),
-                    getattr(self, "bias_ih_" + name) if self.bias else None,
-                    getattr(self, "bias_hh_" + name) if self.bias else None, lengths)
+                    seq, h0[idx], c0[idx], w_ih, w_hh, self._flat_weights[4 * idx + 2],
+                    self._flat_weights[4 * idx + 3], lengths)
                 outputs.append(out if direction == 0 else reverse_padded(out, lengths))
                 h_n.append(hy)
                 c_n.append(cy)

@@ -47,6 +47,22 @@ class LSTMModel(nn.Module):
         y = self.fc(last)
         return y if batched else y.squeeze(0)
 
+    @torch.jit.export
+    def step(self, x: Tensor, state: Optional[Tuple[Tensor, Tensor]] = None
+             ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        """One time step for streaming: ``x (batch, input_size)`` and the state
+        returned by the previous call (``None`` at the start) give the
+        prediction ``(batch, output_size)`` for the sequence so far and the new
+        state. Feeding a sequence step by step equals ``forward`` on it whole."""
+        if self.lstm.bidirectional:
+            raise ValueError("LSTMModel.step: a bidirectional model needs the whole sequence")
+        if x.dim() != 2:
+            raise ValueError(
+                f"LSTMModel.step: expected x of shape (batch, input_size), but got {list(x.shape)}"
+            )
+        _, (h, c) = self.lstm(x.unsqueeze(1), state)
+        return self.fc(h[-1]), (h, c)
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
                               missing_keys, unexpected_keys, error_msgs):
         cell = prefix + "lstm_cell."

@@ -1,0 +1,172 @@
+// lstm_ext_predict: run a scripted lstm_ext model from C++, without Python.
+//
+//   lstm_ext_predict MODEL.pt [INPUT.csv | -] [--stream]
+//
+// INPUT holds one time step per line, `input_size` comma-separated numbers (a
+// first line that is not numeric is taken as a header). Without --stream the
+// whole sequence goes through forward() once and one line of predictions is
+// printed. With --stream the steps are fed one at a time through the model's
+// step(x, state) method, carrying the recurrent state across calls as a
+// service would, and a line of predictions is printed after each step.
+// Errors (missing or corrupt model, ops not registered, malformed input) are
+// reported on stderr with exit status 2.
+#include <torch/script.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string first_line(const std::string& text) {
+  return text.substr(0, text.find('\n'));
+}
+
+torch::jit::Module load_model(const std::string& path) {
+  if (!std::ifstream(path).good()) {
+    throw UsageError("model file '" + path + "' does not exist or cannot be read");
+  }
+  try {
+    return torch::jit::load(path);
+  } catch (const c10::Error& e) {
+    const std::string what = e.what();
+    if (what.find("Unknown builtin op") != std::string::npos ||
+        what.find("Unknown type name") != std::string::npos) {
+      throw UsageError("model '" + path +
+                       "' uses an op that is not registered in this program (is the op "
+                       "library linked?): " + first_line(what));
+    }
+    throw UsageError("cannot load model '" + path +
+                     "' (not a TorchScript file, or corrupt): " + first_line(what));
+  }
+}
+
+// Rows of numbers, each exactly `width` wide.
+std::vector<std::vector<double>> read_rows(std::istream& in, const std::string& name,
+                                           int64_t width) {
+  std::vector<std::vector<double>> rows;
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    std::vector<double> values;
+    std::stringstream fields(line);
+    std::string field;
+    bool numeric = true;
+    while (std::getline(fields, field, ',')) {
+      try {
+        size_t used = 0;
+        values.push_back(std::stod(field, &used));
+        if (field.find_first_not_of(" \t", used) != std::string::npos) numeric = false;
+      } catch (const std::exception&) {
+        numeric = false;
+      }
+      if (!numeric) {
+        if (rows.empty() && line_no == 1) break;  // a header line
+        throw UsageError(name + " line " + std::to_string(line_no) + ", column " +
+                         std::to_string(values.size() + (numeric ? 0 : 1)) + ": '" + field +
+                         "' is not a number");
+      }
+    }
+    if (!numeric) continue;
+    if (static_cast<int64_t>(values.size()) != width) {
+      throw UsageError(name + " line " + std::to_string(line_no) + " has " +
+                       std::to_string(values.size()) + " values, but the model takes " +
+                       std::to_string(width) + " (its input_size)");
+    }
+    rows.push_back(std::move(values));
+  }
+  if (rows.empty()) throw UsageError(name + " holds no rows of numbers");
+  return rows;
+}
+
+void print_row(const torch::Tensor& t) {
+  const auto v = t.to(torch::kDouble).contiguous().reshape({-1});
+  const double* p = v.data_ptr<double>();
+  for (int64_t i = 0; i < v.numel(); ++i) std::printf(i ? ",%.9g" : "%.9g", p[i]);
+  std::printf("\n");
+}
+
+int run(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  bool stream = false;
+  std::vector<std::string> positional;
+  for (const auto& a : args) {
+    if (a == "--stream") {
+      stream = true;
+    } else if (a == "-h" || a == "--help") {
+      std::printf("usage: lstm_ext_predict MODEL.pt [INPUT.csv | -] [--stream]\n");
+      return 0;
+    } else {
+      positional.push_back(a);
+    }
+  }
+  if (positional.empty() || positional.size() > 2) {
+    throw UsageError("usage: lstm_ext_predict MODEL.pt [INPUT.csv | -] [--stream]");
+  }
+  torch::jit::Module model = load_model(positional[0]);
+  model.eval();
+  if (!model.hasattr("input_size")) {
+    throw UsageError("model '" + positional[0] + "' has no input_size attribute: export it "
+                     "with `python -m lstm_ext export`");
+  }
+  const int64_t width = model.attr("input_size").toInt();
+  torch::ScalarType dtype = torch::kFloat;
+  for (const auto& p : model.parameters()) {
+    dtype = p.scalar_type();
+    break;
+  }
+
+  const std::string input = positional.size() > 1 ? positional[1] : "-";
+  std::vector<std::vector<double>> rows;
+  if (input == "-") {
+    rows = read_rows(std::cin, "standard input", width);
+  } else {
+    std::ifstream file(input);
+    if (!file.good()) throw UsageError("input file '" + input + "' does not exist or cannot be read");
+    rows = read_rows(file, input, width);
+  }
+  auto x = torch::empty({1, static_cast<int64_t>(rows.size()), width}, torch::kDouble);
+  for (size_t t = 0; t < rows.size(); ++t) {
+    for (int64_t j = 0; j < width; ++j) x[0][t][j] = rows[t][j];
+  }
+  x = x.to(dtype);
+
+  torch::NoGradGuard no_grad;
+  if (!stream) {
+    print_row(model.forward({x}).toTensor());
+    return 0;
+  }
+  auto step = model.get_method("step");
+  c10::IValue state;  // None: the model starts from zeros
+  for (size_t t = 0; t < rows.size(); ++t) {
+    auto result = step({x.select(1, t), state}).toTuple();
+    print_row(result->elements()[0].toTensor());
+    state = result->elements()[1];
+  }
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "error: the model failed: %s\n", first_line(e.what()).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  }
+  return 2;
+}
