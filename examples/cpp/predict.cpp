@@ -25,8 +25,14 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The first non-empty line of a (often multi-line) torch error message.
 std::string first_line(const std::string& text) {
-  return text.substr(0, text.find('\n'));
+  std::stringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.find_first_not_of(" \t") != std::string::npos) return line;
+  }
+  return text;
 }
 
 torch::jit::Module load_model(const std::string& path) {
@@ -35,7 +41,7 @@ torch::jit::Module load_model(const std::string& path) {
   }
   try {
     return torch::jit::load(path);
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {  // c10::Error, or a TorchScript ErrorReport
     const std::string what = e.what();
     if (what.find("Unknown builtin op") != std::string::npos ||
         what.find("Unknown type name") != std::string::npos) {
