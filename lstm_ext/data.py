@@ -101,7 +101,7 @@ def load_series(csv: Optional[str] = None, column: Optional[str] = None,
     if time_column is not None:
         times = _parse_times(frame[time_column], source, time_column)
         if times.has_duplicates:
-            row = int(times.duplicated().to_numpy().nonzero()[0][0])
+            row = int(np.asarray(times.duplicated()).nonzero()[0][0])
             raise DataError(f"{source}: column '{time_column}', line {row + 2}: "
                             f"time {times[row]} appears twice")
         order = np.argsort(times.to_numpy(), kind="stable")
