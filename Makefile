@@ -62,6 +62,7 @@ test: install
 bench: install
 	$(PY) benchmarks/bench_cell.py
 	$(PY) benchmarks/bench_layer.py
+	$(PY) benchmarks/bench_streaming.py
 
 clean:
 	rm -rf $(VENV) build $(CPP_BUILD) lstm_ext/*.so *.egg-info

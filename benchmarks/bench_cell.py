@@ -1,7 +1,6 @@
 """The cell stepped from Python over a sequence: lstm_ext.LSTMCell vs
 torch.nn.LSTMCell vs the pure-Python reference, training (forward + backward)
 and inference, float32. Run: python benchmarks/bench_cell.py [--quick]"""
-import argparse
 import os
 import sys
 
@@ -10,7 +9,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lstm_ext  # noqa: E402
-from common import forward_flops, gemm_ceiling_gflops, header, median_ms, print_table  # noqa: E402
+from common import (forward_flops, gemm_ceiling_gflops, header, median_ms,  # noqa: E402
+                    parse_args, print_table)
 from lstm_ext import reference  # noqa: E402
 
 SHAPES = [(100, 4, 3, 5), (32, 32, 64, 50), (64, 256, 256, 100), (64, 512, 512, 50)]
@@ -30,10 +30,8 @@ def stepper(cell_fn, x, hidden, train):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="shorter timing runs")
-    args = parser.parse_args()
-    min_time = 0.2 if args.quick else 1.0
+    args = parse_args(__doc__)
+    min_time = args.min_time
     header("Cell stepped from Python over a sequence")
     ceiling = gemm_ceiling_gflops()
     print(f"GEMM ceiling (1024^3 float32 torch.mm): {ceiling:.0f} GFLOP/s\n")

@@ -4,7 +4,6 @@ Python vs the pure-Python reference, training (forward + backward, input
 requiring grad) and inference. Also times the GEMM floor: only the GEMMs this
 design must run, in ATen on the same shapes, pointwise work taken as free.
 Run: python benchmarks/bench_layer.py [--quick] [--no-slow]"""
-import argparse
 import os
 import sys
 
@@ -13,7 +12,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lstm_ext  # noqa: E402
-from common import forward_flops, gemm_ceiling_gflops, header, median_ms, print_table  # noqa: E402
+from common import (forward_flops, gemm_ceiling_gflops, header, median_ms,  # noqa: E402
+                    parse_args, print_table)
 from lstm_ext import reference  # noqa: E402
 
 SHAPES = [(100, 4, 3, 5), (32, 32, 64, 50), (64, 256, 256, 100), (64, 512, 512, 50),
@@ -58,12 +58,8 @@ def runner(module_fn, x, train):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="shorter timing runs")
-    parser.add_argument("--no-slow", action="store_true",
-                        help="skip the Python-stepped cell and the reference")
-    args = parser.parse_args()
-    min_time = 0.2 if args.quick else 1.0
+    args = parse_args(__doc__, slow_option=True)
+    min_time = args.min_time
     header("One layer over a whole sequence")
     ceiling = gemm_ceiling_gflops()
     print(f"GEMM ceiling (1024^3 float32 torch.mm): {ceiling:.0f} GFLOP/s\n")

@@ -1,10 +1,22 @@
 """Shared pieces of the benchmarks: timing, FLOP counts, the GEMM ceiling, tables."""
+import argparse
 import platform
 
 import torch
 from torch.utils import benchmark
 
 import lstm_ext
+
+
+def parse_args(doc, slow_option=False):
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--quick", action="store_true", help="shorter timing runs")
+    if slow_option:
+        parser.add_argument("--no-slow", action="store_true",
+                            help="skip the Python-stepped cell and the reference")
+    args = parser.parse_args()
+    args.min_time = 0.2 if args.quick else 1.0
+    return args
 
 
 def median_ms(fn, min_run_time=0.5):

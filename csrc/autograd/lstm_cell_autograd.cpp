@@ -5,6 +5,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "autograd_common.h"
+
 namespace lstm_ext::autograd {
 namespace {
 
@@ -31,8 +33,7 @@ class LSTMCellFunction : public torch::autograd::Function<LSTMCellFunction> {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [hy, cy, gates] = op.call(input, hx, cx, w_ih, w_hh, b_ih, b_hh);
     ctx->save_for_backward({input, hx, cx, w_ih, w_hh, gates, cy});
-    ctx->saved_data["has_b_ih"] = b_ih.has_value() && b_ih->defined();
-    ctx->saved_data["has_b_hh"] = b_hh.has_value() && b_hh->defined();
+    save_bias_flags(ctx, b_ih, b_hh);
     ctx->mark_non_differentiable({gates});
     return {hy, cy, gates};
   }
@@ -46,16 +47,11 @@ class LSTMCellFunction : public torch::autograd::Function<LSTMCellFunction> {
                 const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                 const Tensor&, std::array<bool, 6>)>();
     const auto saved = ctx->get_saved_variables();
-    const bool has_b_ih = ctx->saved_data["has_b_ih"].toBool();
-    const bool has_b_hh = ctx->saved_data["has_b_hh"].toBool();
-    const std::array<bool, 6> mask{
-        ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2),
-        ctx->needs_input_grad(3), ctx->needs_input_grad(4),
-        (has_b_ih && ctx->needs_input_grad(5)) || (has_b_hh && ctx->needs_input_grad(6))};
+    const GradientRequest want = gradient_request(ctx);
     auto [dx, dhx, dcx, dw_ih, dw_hh, db] =
         op.call(grads[0], grads[1], saved[0], saved[1], saved[2], saved[3], saved[4],
-                saved[5], saved[6], mask);
-    return {dx, dhx, dcx, dw_ih, dw_hh, has_b_ih ? db : Tensor(), has_b_hh ? db : Tensor()};
+                saved[5], saved[6], want.mask);
+    return {dx, dhx, dcx, dw_ih, dw_hh, want.b_ih ? db : Tensor(), want.b_hh ? db : Tensor()};
   }
 };
 

@@ -3,6 +3,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "autograd_common.h"
+
 namespace lstm_ext::autograd {
 namespace {
 
@@ -32,8 +34,7 @@ class LSTMLayerFunction : public torch::autograd::Function<LSTMLayerFunction> {
     const bool has_lengths = lengths.has_value() && lengths->defined();
     ctx->save_for_backward(
         {input, hx, cx, w_ih, w_hh, output, gates, cs, has_lengths ? *lengths : Tensor()});
-    ctx->saved_data["has_b_ih"] = b_ih.has_value() && b_ih->defined();
-    ctx->saved_data["has_b_hh"] = b_hh.has_value() && b_hh->defined();
+    save_bias_flags(ctx, b_ih, b_hh);
     ctx->mark_non_differentiable({gates, cs});
     return {output, hy, cy, gates, cs};
   }
@@ -48,18 +49,13 @@ class LSTMLayerFunction : public torch::autograd::Function<LSTMLayerFunction> {
                 const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                 const std::optional<Tensor>&, std::array<bool, 6>)>();
     const auto saved = ctx->get_saved_variables();
-    const bool has_b_ih = ctx->saved_data["has_b_ih"].toBool();
-    const bool has_b_hh = ctx->saved_data["has_b_hh"].toBool();
-    const std::array<bool, 6> mask{
-        ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2),
-        ctx->needs_input_grad(3), ctx->needs_input_grad(4),
-        (has_b_ih && ctx->needs_input_grad(5)) || (has_b_hh && ctx->needs_input_grad(6))};
+    const GradientRequest want = gradient_request(ctx);
     const std::optional<Tensor> lengths =
         saved[8].defined() ? std::optional<Tensor>(saved[8]) : std::nullopt;
     auto [dx, dhx, dcx, dw_ih, dw_hh, db] =
         op.call(grads[0], grads[1], grads[2], saved[0], saved[1], saved[2], saved[3], saved[4],
-                saved[5], saved[6], saved[7], lengths, mask);
-    return {dx,    dhx, dcx, dw_ih, dw_hh, has_b_ih ? db : Tensor(), has_b_hh ? db : Tensor(),
+                saved[5], saved[6], saved[7], lengths, want.mask);
+    return {dx,    dhx, dcx, dw_ih, dw_hh, want.b_ih ? db : Tensor(), want.b_hh ? db : Tensor(),
             Tensor()};
   }
 };

@@ -1,6 +1,6 @@
 // lstm_ext_predict: run a scripted lstm_ext model from C++, without Python.
 //
-//   lstm_ext_predict MODEL.pt [INPUT.csv | -] [--stream]
+//   lstm_ext_predict MODEL.pt [INPUT.csv | -] [--stream [--latency]]
 //
 // INPUT holds one time step per line, `input_size` comma-separated numbers (a
 // first line that is not numeric is taken as a header). Without --stream the
@@ -8,10 +8,14 @@
 // printed. With --stream the steps are fed one at a time through the model's
 // step(x, state) method, carrying the recurrent state across calls as a
 // service would, and a line of predictions is printed after each step.
+// --latency (with --stream) also times each step() call over repeated passes
+// of the input and prints the median and 90th percentile on stderr.
 // Errors (missing or corrupt model, ops not registered, malformed input) are
 // reported on stderr with exit status 2.
 #include <torch/script.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -104,21 +108,24 @@ void print_row(const torch::Tensor& t) {
 
 int run(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
-  bool stream = false;
+  bool stream = false, latency = false;
   std::vector<std::string> positional;
   for (const auto& a : args) {
     if (a == "--stream") {
       stream = true;
+    } else if (a == "--latency") {
+      latency = true;
     } else if (a == "-h" || a == "--help") {
-      std::printf("usage: lstm_ext_predict MODEL.pt [INPUT.csv | -] [--stream]\n");
+      std::printf("usage: lstm_ext_predict MODEL.pt [INPUT.csv | -] [--stream [--latency]]\n");
       return 0;
     } else {
       positional.push_back(a);
     }
   }
   if (positional.empty() || positional.size() > 2) {
-    throw UsageError("usage: lstm_ext_predict MODEL.pt [INPUT.csv | -] [--stream]");
+    throw UsageError("usage: lstm_ext_predict MODEL.pt [INPUT.csv | -] [--stream [--latency]]");
   }
+  if (latency && !stream) throw UsageError("--latency times streaming steps: add --stream");
   torch::jit::Module model = load_model(positional[0]);
   model.eval();
   if (!model.hasattr("input_size")) {
@@ -158,6 +165,23 @@ int run(int argc, char** argv) {
     auto result = step({x.select(1, t), state}).toTuple();
     print_row(result->elements()[0].toTensor());
     state = result->elements()[1];
+  }
+  if (latency) {
+    std::vector<double> micros;
+    const std::vector<torch::Tensor> steps = x.unbind(1);
+    while (micros.size() < 5000) {
+      for (const auto& xt : steps) {
+        const auto start = std::chrono::steady_clock::now();
+        auto result = step({xt, state}).toTuple();
+        state = result->elements()[1];
+        micros.push_back(
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+                .count());
+      }
+    }
+    std::sort(micros.begin(), micros.end());
+    std::fprintf(stderr, "streaming step latency: median %.2f us, p90 %.2f us over %zu steps\n",
+                 micros[micros.size() / 2], micros[micros.size() * 9 / 10], micros.size());
   }
   return 0;
 }
