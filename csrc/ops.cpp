@@ -21,6 +21,10 @@ TORCH_LIBRARY(lstm_ext, m) {
   // "avx2" or "default" (benchmarks print it next to their figures).
   m.def("pointwise_capability() -> str",
         [] { return std::string(lstm_ext::cpu::pointwise_capability()); });
+  // a @ b on the GEMM the kernels use for that shape (oneDNN or ATen's MKL):
+  // lets the benchmarks measure the machine's GEMM ceiling and floor as the
+  // kernels see them.
+  m.def("gemm(Tensor a, Tensor b) -> Tensor");
   // One cell step. x (B, I), hx/cx (B, H). Returns hy, cy and the activated
   // gates (B, 4H) that lstm_cell_backward needs.
   m.def(

@@ -129,3 +129,23 @@ def test_app_reports_unregistered_ops(app, tmp_path):
     done = run(app, path, "-", stdin="1\n")
     assert done.returncode == 2
     assert "not registered in this program" in done.stderr
+
+
+def test_app_gradients_without_python_match_eager(app, tmp_path):
+    """Backpropagation inside the C++ program (the ops' C++ autograd) gives
+    the gradients eager Python computes."""
+    torch.manual_seed(0)
+    model = lstm_ext.LSTMModel(3, 5, 2, num_layers=2)
+    path = tmp_path / "m.pt"
+    torch.jit.script(model).save(str(path))
+    x = torch.randn(1, 6, 3)
+    csv = tmp_path / "x.csv"
+    np.savetxt(csv, x[0].numpy(), delimiter=",", fmt="%.9g")
+    done = run(app, path, csv, "--gradients")
+    assert done.returncode == 0, done.stderr
+    got = {line.split(",")[0]: np.array([float(v) for v in line.split(",")[1:]])
+           for line in done.stdout.strip().splitlines()}
+    model(torch.tensor(np.loadtxt(csv, delimiter=","), dtype=torch.float32)[None]).sum().backward()
+    assert set(got) == {name for name, _ in model.named_parameters()}
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(got[name], p.grad.numpy().ravel(), atol=1e-5, err_msg=name)

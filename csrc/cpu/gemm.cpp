@@ -1,6 +1,7 @@
 #include "gemm.h"
 
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include <cstdlib>
 #include <string>
@@ -52,6 +53,27 @@ void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, dou
   } else {
     const_cast<at::Tensor&>(out).addmm_(a, b, beta, 1.0);
   }
+}
+
+} // namespace lstm_ext::cpu
+
+namespace lstm_ext::cpu {
+namespace {
+
+at::Tensor gemm_op(const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0),
+              "gemm: expected a (m, k) and b (k, n), but got ", a.sizes(), " and ", b.sizes());
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "gemm: a is ", a.scalar_type(), " but b is ",
+              b.scalar_type());
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+  matmul(a, b, out, 0.0);
+  return out;
+}
+
+} // namespace
+
+TORCH_LIBRARY_IMPL(lstm_ext, CPU, m) {
+  m.impl("gemm", &gemm_op);
 }
 
 } // namespace lstm_ext::cpu

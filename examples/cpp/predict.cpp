@@ -10,6 +10,9 @@
 // service would, and a line of predictions is printed after each step.
 // --latency (with --stream) also times each step() call over repeated passes
 // of the input and prints the median and 90th percentile on stderr.
+// --gradients backpropagates sum(forward(input)) through the model in C++
+// (the ops' C++ autograd, no Python) and prints each parameter's name and
+// gradient, flattened, one per line: what fine-tuning in a service builds on.
 // Errors (missing or corrupt model, ops not registered, malformed input) are
 // reported on stderr with exit status 2.
 #include <torch/script.h>
@@ -108,13 +111,15 @@ void print_row(const torch::Tensor& t) {
 
 int run(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
-  bool stream = false, latency = false;
+  bool stream = false, latency = false, gradients = false;
   std::vector<std::string> positional;
   for (const auto& a : args) {
     if (a == "--stream") {
       stream = true;
     } else if (a == "--latency") {
       latency = true;
+    } else if (a == "--gradients") {
+      gradients = true;
     } else if (a == "-h" || a == "--help") {
       std::printf("usage: lstm_ext_predict MODEL.pt [INPUT.csv | -] [--stream [--latency]]\n");
       return 0;
@@ -154,6 +159,16 @@ int run(int argc, char** argv) {
   }
   x = x.to(dtype);
 
+  if (gradients) {
+    model.train();
+    for (auto p : model.parameters()) p.mutable_grad() = torch::Tensor();
+    model.forward({x}).toTensor().sum().backward();
+    for (const auto& p : model.named_parameters()) {
+      std::printf("%s,", p.name.c_str());
+      print_row(p.value.grad());
+    }
+    return 0;
+  }
   torch::NoGradGuard no_grad;
   if (!stream) {
     print_row(model.forward({x}).toTensor());
