@@ -14,6 +14,10 @@ namespace lstm_ext::cpu {
 
 void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, double beta);
 
+// Whether a per-step recurrent product of this size is faster on small_gemm
+// (lstm_pointwise.h) than through matmul. LSTM_EXT_GEMM=aten turns it off.
+bool use_small_gemm(int64_t m, int64_t n, int64_t k);
+
 // Whether oneDNN's matmul was found in this torch (for benchmarks and tests).
 bool onednn_matmul_available();
 

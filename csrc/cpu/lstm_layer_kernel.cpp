@@ -118,6 +118,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   const Tensor c0 = cx.contiguous();
   const Tensor w_hh_t = w_hh.t();
   const Tensor w_hh_c = w_hh.contiguous();
+  // small_gemm reads B row-major: W_hh^T, transposed once for the sequence.
+  const bool small = use_small_gemm(B, 4 * H, H);
+  const Tensor w_hh_tc = small ? w_hh_t.contiguous() : Tensor();
 
   AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
     Tensor keep_ih, keep_hh;
@@ -136,6 +139,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
       const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H;
       if (n == 1) {
         gemv_rows<scalar_t>(w_hh_p, 4 * H, H, h_prev, g);
+      } else if (small) {
+        small_gemm<scalar_t>(n, 4 * H, H, h_prev, H, w_hh_tc.data_ptr<scalar_t>(), 4 * H, g,
+                             4 * H, true);
       } else {
         const Tensor h_rows = t == 0 ? h0.narrow(0, 0, n) : output[t - 1].narrow(0, 0, n);
         matmul(h_rows, w_hh_t, gates[t].narrow(0, 0, n), 1.0);
@@ -178,6 +184,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   const Tensor cs_c = cs.contiguous();
   const Tensor c0 = cx.contiguous();
   const Tensor w_hh_c = w_hh.contiguous();
+  const bool small = use_small_gemm(B, H, 4 * H);
   Tensor grad_gates = s.padded ? at::zeros({T, B, 4 * H}, input.options())
                                : at::empty({T, B, 4 * H}, input.options());
 
@@ -206,6 +213,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
       });
       if (n == 1) {
         gemv_cols<scalar_t>(w_hh_p, 4 * H, H, dg, dh_p);
+      } else if (small) {
+        small_gemm<scalar_t>(n, H, 4 * H, dg, 4 * H, w_hh_p, H, dh_p, H, false);
       } else {
         matmul(grad_gates[t].narrow(0, 0, n), w_hh, dh.narrow(0, 0, n), 0.0);
       }

@@ -89,6 +89,24 @@ void gemv_cols(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
   }
 }
 
+template <typename T>
+void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+  switch (capability()) {
+#if defined(LSTM_EXT_HAVE_AVX512)
+    case Capability::Avx512: return AVX512::small_gemm(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+#endif
+#if defined(LSTM_EXT_HAVE_AVX2)
+    case Capability::Avx2: return AVX2::small_gemm(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+#endif
+    default: return DEFAULT::small_gemm(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+  }
+}
+
+template void small_gemm<float>(int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                                int64_t, float*, int64_t, bool);
+template void small_gemm<double>(int64_t, int64_t, int64_t, const double*, int64_t,
+                                 const double*, int64_t, double*, int64_t, bool);
 template void gemv_rows<float>(const float*, int64_t, int64_t, const float*, float*);
 template void gemv_rows<double>(const double*, int64_t, int64_t, const double*, double*);
 template void gemv_cols<float>(const float*, int64_t, int64_t, const float*, float*);

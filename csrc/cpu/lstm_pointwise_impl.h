@@ -9,6 +9,8 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
+
 #include "lstm_pointwise.h"
 
 namespace lstm_ext::cpu::CPU_CAPABILITY {
@@ -192,6 +194,87 @@ void gemv_cols(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
   });
 }
 
+// One MR x (NV vectors) block of C: MR * NV accumulators stay in registers for
+// the whole K loop; each k loads NV vectors of B and broadcasts MR values of A.
+// Full blocks use plain loads; the last, narrower block (`n` valid columns)
+// uses partial loads and stores.
+template <typename T, int MR, int NV, bool Full>
+inline void gemm_block(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict B,
+                       int64_t ldb, T* __restrict C, int64_t ldc, bool accumulate, int64_t n) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t kVec = Vec::size();
+  Vec acc[MR][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = Vec(T(0));
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    Vec b[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      b[v] = Full ? Vec::loadu(B + k * ldb + v * kVec)
+                  : load(B + k * ldb + v * kVec, std::clamp<int64_t>(n - v * kVec, 0, kVec));
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const Vec a(A[i * lda + k]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = at::vec::fmadd(a, b[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int v = 0; v < NV; ++v) {
+      const int64_t count = Full ? kVec : std::clamp<int64_t>(n - v * kVec, 0, kVec);
+      if (count == 0) continue;
+      T* c = C + i * ldc + v * kVec;
+      store(accumulate ? acc[i][v] + load(c, count) : acc[i][v], c, count);
+    }
+  }
+}
+
+template <typename T, int MR, int NV>
+inline void gemm_block_any(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                           int64_t ldc, bool accumulate, int64_t n) {
+  if (n == NV * Vectorized<T>::size()) {
+    gemm_block<T, MR, NV, true>(K, A, lda, B, ldb, C, ldc, accumulate, n);
+  } else {
+    gemm_block<T, MR, NV, false>(K, A, lda, B, ldb, C, ldc, accumulate, n);
+  }
+}
+
+template <typename T>
+void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+  constexpr int MR = 4;
+  constexpr int NV = 4;
+  constexpr int64_t kBlockN = NV * Vectorized<T>::size();
+  const int64_t blocks = (N + kBlockN - 1) / kBlockN;
+  // Threads split the columns: each keeps its slice of B hot across all rows.
+  // A second thread only pays off above ~0.5 MFLOP per step.
+  const int64_t work_per_block = 2 * M * K * kBlockN;
+  const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(work_per_block, 1));
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t j = blk * kBlockN;
+      const int64_t n = std::min(kBlockN, N - j);
+      int64_t i = 0;
+      for (; i + MR <= M; i += MR) {
+        gemm_block_any<T, MR, NV>(K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc,
+                                  accumulate, n);
+      }
+      for (; i < M; ++i) {
+        gemm_block_any<T, 1, NV>(K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc,
+                                 accumulate, n);
+      }
+    }
+  });
+}
+
+template void small_gemm<float>(int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                                int64_t, float*, int64_t, bool);
+template void small_gemm<double>(int64_t, int64_t, int64_t, const double*, int64_t,
+                                 const double*, int64_t, double*, int64_t, bool);
 template void gemv_rows<float>(const float*, int64_t, int64_t, const float*, float*);
 template void gemv_rows<double>(const double*, int64_t, int64_t, const double*, double*);
 template void gemv_cols<float>(const float*, int64_t, int64_t, const float*, float*);
