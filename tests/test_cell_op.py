@@ -113,13 +113,19 @@ def test_saturated_inputs_stay_finite():
 
 @pytest.mark.parametrize("capability", ["default", "avx2"])
 def test_other_cpu_capability_builds_agree(capability):
-    """The AVX2 and portable builds of the pointwise kernels (chosen by
-    ATEN_CPU_CAPABILITY) give the reference's results too."""
+    """The AVX2 and portable builds of the vectorised kernels (pointwise,
+    small GEMM, batch-1 GEMV; chosen by ATEN_CPU_CAPABILITY) give the
+    reference's results too."""
     code = (
         "import torch, lstm_ext, sys; sys.path.insert(0, 'tests');"
         "from conftest import make_cell_args; from lstm_ext import reference;"
         "a = make_cell_args(5, 7, 19, dtype=torch.float32);"
         "torch.testing.assert_close(lstm_ext.lstm_cell(*a), reference.lstm_cell(*a), atol=2e-5, rtol=1e-4);"
+        "x = torch.randn(6, 9, 7);"
+        "l = [torch.randn(9, 19), torch.randn(9, 19)];"
+        "w = [torch.randn(76, 7) * .3, torch.randn(76, 19) * .3, torch.randn(76), None];"
+        "torch.testing.assert_close(lstm_ext.lstm_layer(x, *l, *w), reference.lstm_layer(x, *l, *w), atol=2e-5, rtol=1e-4);"
+        "torch.testing.assert_close(lstm_ext.lstm_layer(x[:, :1], l[0][:1], l[1][:1], *w), reference.lstm_layer(x[:, :1], l[0][:1], l[1][:1], *w), atol=2e-5, rtol=1e-4);"
         "print(lstm_ext.pointwise_capability())"
     )
     env = dict(os.environ, ATEN_CPU_CAPABILITY=capability)

@@ -36,6 +36,22 @@ def test_forward_and_gradients_match_reference(dtype, bias, lengths):
             torch.testing.assert_close(g, g_ref, **tol(dtype))
 
 
+@pytest.mark.parametrize("batch,hidden", [(9, 40), (16, 64), (5, 17)])
+def test_register_blocked_step_products_match_reference(dtype, batch, hidden):
+    """Shapes that exercise the small-GEMM path's full and partial blocks (rows
+    in fours plus a remainder, columns in 64- or 32-wide blocks plus a tail)."""
+    args = layer_args(5, batch, 3, hidden, dtype=dtype)
+    ours, ref = leaf(args), leaf(args)
+    lens = torch.tensor(sorted([5, 5, 4, 2, 1] + [3] * (batch - 5), reverse=True))
+    out = lstm_ext.lstm_layer(*ours, lengths=lens)
+    expected = reference.lstm_layer(*ref, lengths=lens)
+    for a, b in zip(out, expected):
+        torch.testing.assert_close(a, b, **tol(dtype))
+    w = [torch.randn_like(t) for t in expected]
+    for g, g_ref in zip(grads(out, ours, w), grads(expected, ref, w)):
+        torch.testing.assert_close(g, g_ref, **tol(dtype))
+
+
 @pytest.mark.parametrize("lengths", [None, [4, 3, 1]])
 def test_gradcheck(lengths):
     args = layer_args(4, 3, 2, 3, requires_grad=True)
