@@ -150,3 +150,14 @@ def test_projection_is_refused_clearly():
         lstm_ext.LSTM(5, 6, proj_size=2)
     with pytest.raises(ValueError, match="proj_size=3 is not supported"):
         lstm_ext.LSTM.from_torch(nn.LSTM(5, 6, proj_size=3))
+
+
+def test_torch_compile_traces_the_ops():
+    """The fake kernels let torch.compile trace the C++ ops (forward and backward)."""
+    torch.manual_seed(0)
+    model = lstm_ext.LSTM(5, 6, num_layers=2)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    x = torch.randn(7, 3, 5, requires_grad=True)
+    torch.testing.assert_close(compiled(x), model(x))
+    compiled(x)[0].sum().backward()
+    assert x.grad is not None and model.weight_hh_l1.grad is not None
