@@ -122,3 +122,33 @@ def test_bad_shapes():
         op.lstm_layer_forward(torch.cat([x, x[..., :1]], 2), h, c, w_ih, w_hh, b_ih, b_hh, None)
     with pytest.raises(RuntimeError, match="lengths to have dtype int64"):
         op.lstm_layer_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, torch.tensor([4.0, 3.0, 1.0]))
+
+
+def test_reused_buffers_never_alias_live_outputs():
+    """Large buffers come from a cache of freed blocks: outputs still held must
+    survive later calls of the same shape, forward and backward."""
+    args = leaf(layer_args(64, 64, 8, 96, dtype=torch.float32))  # gates: 6.3 MB
+    first = lstm_ext.lstm_layer(*args)
+    kept = [t.detach().clone() for t in first]
+    for seed in range(3):
+        other = leaf(layer_args(64, 64, 8, 96, dtype=torch.float32, seed=seed + 1))
+        out = lstm_ext.lstm_layer(*other)
+        out[0].sum().backward()
+        del out, other
+    for a, b in zip(first, kept):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    first[0].sum().backward()
+    ref = leaf(args)
+    reference.lstm_layer(*ref)[0].sum().backward()
+    torch.testing.assert_close(args[3].grad, ref[3].grad, atol=2e-4, rtol=1e-4)
+
+
+def test_buffer_cache_can_be_turned_off():
+    import subprocess
+    import sys
+    code = ("import torch, lstm_ext; x = torch.randn(64, 64, 8); h = torch.zeros(64, 96);"
+            "w = [torch.randn(384, 8), torch.randn(384, 96)];"
+            "print(lstm_ext.lstm_layer(x, h, h, *w)[0].shape)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "LSTM_EXT_CACHE_MB": "0"}, timeout=120)
+    assert done.returncode == 0 and "[64, 64, 96]" in done.stdout, done.stderr

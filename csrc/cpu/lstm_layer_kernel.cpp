@@ -21,6 +21,7 @@
 #include <array>
 #include <vector>
 
+#include "buffer_cache.h"
 #include "checks.h"
 #include "gemm.h"
 #include "lstm_pointwise.h"
@@ -106,14 +107,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
 
   // The input projection of every step at once; the biases are added by the
   // pointwise pass, which reads the gates anyway.
-  Tensor gates = at::empty({T, B, 4 * H}, input.options());
+  Tensor gates = cached_empty({T, B, 4 * H}, input.options());
   const Tensor x2d = input.reshape({T * B, s.input});
   matmul(x2d, w_ih.t(), gates.view({T * B, 4 * H}), 0.0);
 
   // Padded steps must read as zeros in output; cs is zeroed alike so that no
   // uninitialised memory is ever handed out.
-  Tensor output = s.padded ? at::zeros({T, B, H}, input.options()) : at::empty({T, B, H}, input.options());
-  Tensor cs = s.padded ? at::zeros({T, B, H}, input.options()) : at::empty({T, B, H}, input.options());
+  Tensor output = cached_empty({T, B, H}, input.options());
+  Tensor cs = cached_empty({T, B, H}, input.options());
+  if (s.padded) {
+    output.zero_();
+    cs.zero_();
+  }
   const Tensor h0 = hx.contiguous();
   const Tensor c0 = cx.contiguous();
   const Tensor w_hh_t = w_hh.t();
@@ -185,8 +190,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   const Tensor c0 = cx.contiguous();
   const Tensor w_hh_c = w_hh.contiguous();
   const bool small = use_small_gemm(B, H, 4 * H);
-  Tensor grad_gates = s.padded ? at::zeros({T, B, 4 * H}, input.options())
-                               : at::empty({T, B, 4 * H}, input.options());
+  Tensor grad_gates = cached_empty({T, B, 4 * H}, input.options());
+  if (s.padded) grad_gates.zero_();
 
   AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
     const scalar_t* gates_p = gates_c.data_ptr<scalar_t>();
@@ -225,7 +230,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   const Tensor x2d = input.reshape({T * B, s.input});
   Tensor grad_input, grad_w_ih, grad_w_hh;
   if (output_mask[0]) {
-    grad_input = at::empty({T, B, s.input}, input.options());
+    grad_input = cached_empty({T, B, s.input}, input.options());
     matmul(dg2d, w_ih, grad_input.view({T * B, s.input}), 0.0);
   }
   if (output_mask[3]) {
