@@ -177,19 +177,37 @@ void gemv_rows(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
 template <typename T>
 void gemv_cols(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
   using Vec = Vectorized<T>;
-  // Each thread owns a slice of the output columns and runs over every row.
+  // Each thread owns a slice of the output columns and runs over every row,
+  // four vectors of columns at a time: four independent FMA chains (one chain
+  // alone would wait on FMA latency at every row) over 256 contiguous bytes.
   constexpr int64_t kVec = Vec::size();
-  const int64_t chunks = (cols + kVec - 1) / kVec;
-  at::parallel_for(0, chunks, std::max<int64_t>(1, 2048 / std::max<int64_t>(rows, 1)),
-                   [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t j = c * kVec;
-      const int64_t n = std::min(kVec, cols - j);
-      Vec acc(T(0));
-      for (int64_t r = 0; r < rows; ++r) {
-        acc = at::vec::fmadd(load(w + r * cols + j, n), Vec(x[r]), acc);
+  constexpr int64_t kGroup = 4 * kVec;
+  const int64_t groups = (cols + kGroup - 1) / kGroup;
+  at::parallel_for(0, groups, std::max<int64_t>(1, 512 / std::max<int64_t>(rows, 1)),
+                   [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t j = g * kGroup;
+      const int64_t width = std::min(kGroup, cols - j);
+      if (width == kGroup) {
+        Vec acc[4] = {Vec(T(0)), Vec(T(0)), Vec(T(0)), Vec(T(0))};
+        for (int64_t r = 0; r < rows; ++r) {
+          const Vec xr(x[r]);
+          const T* wr = w + r * cols + j;
+#pragma GCC unroll 4
+          for (int v = 0; v < 4; ++v) {
+            acc[v] = at::vec::fmadd(Vec::loadu(wr + v * kVec), xr, acc[v]);
+          }
+        }
+        for (int v = 0; v < 4; ++v) acc[v].store(y + j + v * kVec);
+      } else {
+        for_each_chunk<T>(width, [&](int64_t jj, int64_t n) {
+          Vec acc(T(0));
+          for (int64_t r = 0; r < rows; ++r) {
+            acc = at::vec::fmadd(load(w + r * cols + j + jj, n), Vec(x[r]), acc);
+          }
+          store(acc, y + j + jj, n);
+        });
       }
-      store(acc, y + j, n);
     }
   });
 }
