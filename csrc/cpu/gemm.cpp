@@ -19,9 +19,6 @@ namespace {
 // Products below this many FLOPs run faster on MKL than oneDNN's per-call
 // overhead allows (crossover measured between (64,64,256) and (32,256,1024)).
 constexpr double kOneDnnMinFlops = 4.0e6;
-// Up to this size the register-blocked small_gemm beats both libraries'
-// per-call costs on a recurrent step (measured with benchmarks/bench_layer.py).
-constexpr double kSmallGemmMaxFlops = 4.0e6;
 
 using OneDnnMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float,
                               float);
@@ -42,12 +39,12 @@ OneDnnMatmul onednn() {
 
 bool onednn_matmul_available() { return onednn() != nullptr; }
 
-bool use_small_gemm(int64_t m, int64_t n, int64_t k) {
+bool use_step_gemm() {
   static const bool allowed = [] {
     const char* choice = std::getenv("LSTM_EXT_GEMM");
     return choice == nullptr || std::string(choice) != "aten";
   }();
-  return allowed && 2.0 * m * n * k < kSmallGemmMaxFlops;
+  return allowed;
 }
 
 void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, double beta) {

@@ -14,9 +14,12 @@ namespace lstm_ext::cpu {
 
 void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, double beta);
 
-// Whether a per-step recurrent product of this size is faster on small_gemm
-// (lstm_pointwise.h) than through matmul. LSTM_EXT_GEMM=aten turns it off.
-bool use_small_gemm(int64_t m, int64_t n, int64_t k);
+// Whether a layer's per-step recurrent products run on small_gemm
+// (lstm_pointwise.h) rather than matmul. With W_hh used as it lies (no
+// per-call packing or set-up) it was faster at every benchmarked shape, from
+// (32, 64) x (64, 256) (MKL: 2x slower) to (64, 512) x (512, 2048) (oneDNN:
+// 10% slower). LSTM_EXT_GEMM=aten turns it off, for comparison.
+bool use_step_gemm();
 
 // Whether oneDNN's matmul was found in this torch (for benchmarks and tests).
 bool onednn_matmul_available();

@@ -124,7 +124,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   const Tensor w_hh_t = w_hh.t();
   const Tensor w_hh_c = w_hh.contiguous();
   // small_gemm reads B row-major: W_hh^T, transposed once for the sequence.
-  const bool small = use_small_gemm(B, 4 * H, H);
+  const bool small = use_step_gemm();
   const Tensor w_hh_tc = small ? w_hh_t.contiguous() : Tensor();
 
   AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
@@ -189,7 +189,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   const Tensor cs_c = cs.contiguous();
   const Tensor c0 = cx.contiguous();
   const Tensor w_hh_c = w_hh.contiguous();
-  const bool small = use_small_gemm(B, H, 4 * H);
+  const bool small = use_step_gemm();
   Tensor grad_gates = cached_empty({T, B, 4 * H}, input.options());
   if (s.padded) grad_gates.zero_();
 

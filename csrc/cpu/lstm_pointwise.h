@@ -53,10 +53,10 @@ template <typename T>
 void gemv_cols(const T* w, int64_t rows, int64_t cols, const T* x, T* y);
 
 // C (M, N) = [C +] A (M, K) @ B (K, N), all row-major with leading dimensions
-// lda, ldb, ldc. For the per-step recurrent products of a layer at small
-// sizes, where a BLAS call's fixed cost (threading, packing B every call) is
-// larger than the arithmetic: B (W_hh or its transpose) stays as it is, and
-// register-blocked vector FMAs run straight from it.
+// lda, ldb, ldc. For the per-step recurrent products of a layer, where a BLAS
+// call's fixed cost (set-up, threading, packing B again every step) weighs:
+// B (W_hh or its transpose) stays as it is, and register-blocked vector FMAs
+// run straight from it.
 template <typename T>
 void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
                 int64_t ldb, T* C, int64_t ldc, bool accumulate);

@@ -264,8 +264,10 @@ inline void gemm_block_any(int64_t K, const T* A, int64_t lda, const T* B, int64
 template <typename T>
 void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
                 int64_t ldb, T* C, int64_t ldc, bool accumulate) {
-  constexpr int MR = 4;
-  constexpr int NV = 4;
+  // 8 rows x 2 vectors: 16 accumulators, and a 2-vector-wide panel of B
+  // (K x 32 floats) that stays in L1 while all row groups stream past it.
+  constexpr int MR = 8;
+  constexpr int NV = 2;
   constexpr int64_t kBlockN = NV * Vectorized<T>::size();
   const int64_t blocks = (N + kBlockN - 1) / kBlockN;
   // Threads split the columns: each keeps its slice of B hot across all rows.
