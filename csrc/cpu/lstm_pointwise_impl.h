@@ -17,9 +17,8 @@ namespace lstm_ext::cpu::CPU_CAPABILITY {
 
 using at::vec::Vectorized;
 
-// Below this many elements per thread, waking a second thread costs more than
-// it saves (a few microseconds per parallel region).
-constexpr int64_t kElementsPerThread = 16384;
+// Elements of a pointwise pass per thread: small, see parallel_spans.
+constexpr int64_t kElementsPerThread = 1024;
 
 template <typename T>
 inline Vectorized<T> load(const T* p, int64_t n) {
@@ -60,23 +59,41 @@ inline void for_each_chunk(int64_t hidden, const F& f) {
   }
 }
 
+// Runs f(row, j0, width) over every row and 64-wide column span of a
+// (rows, hidden) pass, split between threads even for a single row. Keeping
+// the pointwise pass parallel matters beyond its own time: a serial gap
+// between the step's GEMM and the next step lets OpenMP's idle threads go to
+// sleep, and waking them every step doubled the step time (measured).
 template <typename F>
-inline void parallel_rows(int64_t rows, int64_t hidden, const F& f) {
-  const int64_t grain = std::max<int64_t>(1, kElementsPerThread / std::max<int64_t>(hidden, 1));
-  at::parallel_for(0, rows, grain, f);
+inline void parallel_spans(int64_t rows, int64_t hidden, const F& f) {
+  constexpr int64_t kSpan = 64;
+  const int64_t spans = (hidden + kSpan - 1) / kSpan;
+  const int64_t grain = std::max<int64_t>(1, kElementsPerThread / kSpan);
+  at::parallel_for(0, rows * spans, grain, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t r = i / spans;
+      const int64_t j0 = (i % spans) * kSpan;
+      f(r, j0, std::min(kSpan, hidden - j0));
+    }
+  });
+}
+
+template <typename T, typename F>
+inline void for_each_chunk_in(int64_t j0, int64_t width, const F& f) {
+  for_each_chunk<T>(width, [&](int64_t j, int64_t n) { f(j0 + j, n); });
 }
 
 template <typename T>
 void forward_pointwise(const PointwiseForward<T>& a) {
   using Vec = Vectorized<T>;
   const int64_t H = a.hidden;
-  parallel_rows(a.rows, H, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
+  parallel_spans(a.rows, H, [&](int64_t r, int64_t j0, int64_t width) {
+    {
       T* g = a.gates + r * 4 * H;
       const T* cp = a.c_prev + r * H;
       T* cn = a.c_next + r * H;
       T* hn = a.h_next + r * H;
-      for_each_chunk<T>(H, [&](int64_t j, int64_t n) {
+      for_each_chunk_in<T>(j0, width, [&](int64_t j, int64_t n) {
         Vec gi = load(g + j, n);
         Vec gf = load(g + H + j, n);
         Vec gg = load(g + 2 * H + j, n);
@@ -121,8 +138,8 @@ void backward_pointwise(const PointwiseBackward<T>& a) {
   using Vec = Vectorized<T>;
   const int64_t H = a.hidden;
   const Vec one(T(1));
-  parallel_rows(a.rows, H, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
+  parallel_spans(a.rows, H, [&](int64_t r, int64_t j0, int64_t width) {
+    {
       const T* g = a.gates + r * 4 * H;
       const T* cp = a.c_prev + r * H;
       const T* cn = a.c_next + r * H;
@@ -131,7 +148,7 @@ void backward_pointwise(const PointwiseBackward<T>& a) {
       const T* gc = a.grad_c ? a.grad_c + r * H : nullptr;
       T* dg = a.grad_gates + r * 4 * H;
       T* dcp = a.grad_c_prev + r * H;
-      for_each_chunk<T>(H, [&](int64_t j, int64_t n) {
+      for_each_chunk_in<T>(j0, width, [&](int64_t j, int64_t n) {
         Vec dh(T(0));
         if (gh != nullptr) dh = load(gh + j, n);
         if (gh2 != nullptr) dh += load(gh2 + j, n);
