@@ -123,9 +123,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   const Tensor c0 = cx.contiguous();
   const Tensor w_hh_t = w_hh.t();
   const Tensor w_hh_c = w_hh.contiguous();
-  // small_gemm reads B row-major: W_hh^T, transposed once for the sequence.
   const bool small = use_step_gemm();
-  const Tensor w_hh_tc = small ? w_hh_t.contiguous() : Tensor();
 
   AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
     Tensor keep_ih, keep_hh;
@@ -137,16 +135,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
     scalar_t* out_p = output.data_ptr<scalar_t>();
     scalar_t* cs_p = cs.data_ptr<scalar_t>();
     const scalar_t* w_hh_p = w_hh_c.data_ptr<scalar_t>();
+    // The fused step kernel's copy of W_hh, packed once for the sequence.
+    Tensor packed;
+    if (small) {
+      packed = at::empty({step_weights_size<scalar_t>(H)}, input.options());
+      pack_step_weights<scalar_t>(w_hh_p, H, packed.data_ptr<scalar_t>());
+    }
     for (int64_t t = 0; t < T; ++t) {
       const int64_t n = s.batch_sizes[t];
       scalar_t* g = gates_p + t * B * 4 * H;
       const scalar_t* h_prev = t == 0 ? h0.data_ptr<scalar_t>() : out_p + (t - 1) * B * H;
       const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H;
+      if (small) {
+        fused_forward_step<scalar_t>({g, packed.data_ptr<scalar_t>(), h_prev, c_prev,
+                                      cs_p + t * B * H, out_p + t * B * H, bias_ih, bias_hh, n,
+                                      H});
+        continue;
+      }
       if (n == 1) {
         gemv_rows<scalar_t>(w_hh_p, 4 * H, H, h_prev, g);
-      } else if (small) {
-        small_gemm<scalar_t>(n, 4 * H, H, h_prev, H, w_hh_tc.data_ptr<scalar_t>(), 4 * H, g,
-                             4 * H, true);
       } else {
         const Tensor h_rows = t == 0 ? h0.narrow(0, 0, n) : output[t - 1].narrow(0, 0, n);
         matmul(h_rows, w_hh_t, gates[t].narrow(0, 0, n), 1.0);

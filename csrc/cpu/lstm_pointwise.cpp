@@ -90,6 +90,52 @@ void gemv_cols(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
 }
 
 template <typename T>
+void fused_forward_step(const StepForward<T>& args) {
+  switch (capability()) {
+#if defined(LSTM_EXT_HAVE_AVX512)
+    case Capability::Avx512: return AVX512::fused_forward_step(args);
+#endif
+#if defined(LSTM_EXT_HAVE_AVX2)
+    case Capability::Avx2: return AVX2::fused_forward_step(args);
+#endif
+    default: return DEFAULT::fused_forward_step(args);
+  }
+}
+
+template <typename T>
+int64_t step_weights_size(int64_t hidden) {
+  switch (capability()) {
+#if defined(LSTM_EXT_HAVE_AVX512)
+    case Capability::Avx512: return AVX512::step_weights_size<T>(hidden);
+#endif
+#if defined(LSTM_EXT_HAVE_AVX2)
+    case Capability::Avx2: return AVX2::step_weights_size<T>(hidden);
+#endif
+    default: return DEFAULT::step_weights_size<T>(hidden);
+  }
+}
+
+template <typename T>
+void pack_step_weights(const T* w_hh, int64_t hidden, T* packed) {
+  switch (capability()) {
+#if defined(LSTM_EXT_HAVE_AVX512)
+    case Capability::Avx512: return AVX512::pack_step_weights(w_hh, hidden, packed);
+#endif
+#if defined(LSTM_EXT_HAVE_AVX2)
+    case Capability::Avx2: return AVX2::pack_step_weights(w_hh, hidden, packed);
+#endif
+    default: return DEFAULT::pack_step_weights(w_hh, hidden, packed);
+  }
+}
+
+template void fused_forward_step<float>(const StepForward<float>&);
+template void fused_forward_step<double>(const StepForward<double>&);
+template int64_t step_weights_size<float>(int64_t);
+template int64_t step_weights_size<double>(int64_t);
+template void pack_step_weights<float>(const float*, int64_t, float*);
+template void pack_step_weights<double>(const double*, int64_t, double*);
+
+template <typename T>
 void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
                 int64_t ldb, T* C, int64_t ldc, bool accumulate) {
   switch (capability()) {

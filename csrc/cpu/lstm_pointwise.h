@@ -37,6 +37,33 @@ struct PointwiseBackward {
   int64_t hidden;
 };
 
+// One whole forward step of a layer, fused: gates += h_prev @ W_hh^T for all
+// four gates of a block of hidden units, then the cell update on those units
+// while the sums are still in registers. One parallel region per step, no
+// second pass over the gates.
+template <typename T>
+struct StepForward {
+  T* gates;          // (rows, 4H): input projection in, activated gates out
+  const T* w_packed; // W_hh as pack_step_weights lays it out
+  const T* h_prev;   // (rows, H)
+  const T* c_prev;   // (rows, H)
+  T* c_next;         // (rows, H)
+  T* h_next;         // (rows, H)
+  const T* b_ih;     // (4H) or nullptr
+  const T* b_hh;     // (4H) or nullptr
+  int64_t rows;
+  int64_t hidden;
+};
+
+template <typename T>
+void fused_forward_step(const StepForward<T>& args);
+// The packed layout of W_hh (4H, H) that fused_forward_step reads, and its
+// size in elements; both depend on the vector width of the capability in use.
+template <typename T>
+int64_t step_weights_size(int64_t hidden);
+template <typename T>
+void pack_step_weights(const T* w_hh, int64_t hidden, T* packed);
+
 template <typename T>
 void forward_pointwise(const PointwiseForward<T>& args);
 template <typename T>
@@ -75,6 +102,12 @@ const char* pointwise_capability();
   void gemv_rows(const T* w, int64_t rows, int64_t cols, const T* x, T* y); \
   template <typename T>                                                   \
   void gemv_cols(const T* w, int64_t rows, int64_t cols, const T* x, T* y); \
+  template <typename T>                                                   \
+  void fused_forward_step(const StepForward<T>& args);                    \
+  template <typename T>                                                   \
+  int64_t step_weights_size(int64_t hidden);                              \
+  template <typename T>                                                   \
+  void pack_step_weights(const T* w_hh, int64_t hidden, T* packed);       \
   template <typename T>                                                   \
   void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, \
                   const T* B, int64_t ldb, T* C, int64_t ldc, bool accumulate); \

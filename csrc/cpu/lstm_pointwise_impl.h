@@ -10,6 +10,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "lstm_pointwise.h"
 
@@ -83,6 +84,45 @@ inline void for_each_chunk_in(int64_t j0, int64_t width, const F& f) {
   for_each_chunk<T>(width, [&](int64_t j, int64_t n) { f(j0 + j, n); });
 }
 
+// The LSTM cell's element-wise update for n (<= one vector of) hidden units:
+// pre-activations = the gates buffer at g + q*H (+ biases) + extra_q, for gates
+// q = i, f, g, o; the activated gates go back to g, the new c and h to c_next
+// and h_next. The one home of the forward equations in C++.
+template <typename T>
+inline void cell_update(T* g, int64_t H, const T* b_ih, const T* b_hh,
+                        const Vectorized<T>& extra_i, const Vectorized<T>& extra_f,
+                        const Vectorized<T>& extra_g, const Vectorized<T>& extra_o,
+                        const T* c_prev, T* c_next, T* h_next, int64_t n) {
+  using Vec = Vectorized<T>;
+  Vec gi = load(g, n) + extra_i;
+  Vec gf = load(g + H, n) + extra_f;
+  Vec gg = load(g + 2 * H, n) + extra_g;
+  Vec go = load(g + 3 * H, n) + extra_o;
+  if (b_ih != nullptr) {
+    gi += load(b_ih, n);
+    gf += load(b_ih + H, n);
+    gg += load(b_ih + 2 * H, n);
+    go += load(b_ih + 3 * H, n);
+  }
+  if (b_hh != nullptr) {
+    gi += load(b_hh, n);
+    gf += load(b_hh + H, n);
+    gg += load(b_hh + 2 * H, n);
+    go += load(b_hh + 3 * H, n);
+  }
+  const Vec i = sigmoid(gi);
+  const Vec f = sigmoid(gf);
+  const Vec c_hat = tanh(gg);
+  const Vec o = sigmoid(go);
+  const Vec c = at::vec::fmadd(f, load(c_prev, n), i * c_hat);
+  store(i, g, n);
+  store(f, g + H, n);
+  store(c_hat, g + 2 * H, n);
+  store(o, g + 3 * H, n);
+  store(c, c_next, n);
+  store(o * tanh(c), h_next, n);
+}
+
 template <typename T>
 void forward_pointwise(const PointwiseForward<T>& a) {
   using Vec = Vectorized<T>;
@@ -94,33 +134,8 @@ void forward_pointwise(const PointwiseForward<T>& a) {
       T* cn = a.c_next + r * H;
       T* hn = a.h_next + r * H;
       for_each_chunk_in<T>(j0, width, [&](int64_t j, int64_t n) {
-        Vec gi = load(g + j, n);
-        Vec gf = load(g + H + j, n);
-        Vec gg = load(g + 2 * H + j, n);
-        Vec go = load(g + 3 * H + j, n);
-        if (a.b_ih != nullptr) {
-          gi += load(a.b_ih + j, n);
-          gf += load(a.b_ih + H + j, n);
-          gg += load(a.b_ih + 2 * H + j, n);
-          go += load(a.b_ih + 3 * H + j, n);
-        }
-        if (a.b_hh != nullptr) {
-          gi += load(a.b_hh + j, n);
-          gf += load(a.b_hh + H + j, n);
-          gg += load(a.b_hh + 2 * H + j, n);
-          go += load(a.b_hh + 3 * H + j, n);
-        }
-        const Vec i = sigmoid(gi);
-        const Vec f = sigmoid(gf);
-        const Vec c_hat = tanh(gg);
-        const Vec o = sigmoid(go);
-        const Vec c = at::vec::fmadd(f, load(cp + j, n), i * c_hat);
-        store(i, g + j, n);
-        store(f, g + H + j, n);
-        store(c_hat, g + 2 * H + j, n);
-        store(o, g + 3 * H + j, n);
-        store(c, cn + j, n);
-        store(o * tanh(c), hn + j, n);
+        cell_update<T>(g + j, H, a.b_ih ? a.b_ih + j : nullptr, a.b_hh ? a.b_hh + j : nullptr,
+                       Vec(T(0)), Vec(T(0)), Vec(T(0)), Vec(T(0)), cp + j, cn + j, hn + j, n);
       });
     }
   });
@@ -308,6 +323,126 @@ void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const 
   });
 }
 
+// One block of a fused step: rows [r0, r0 + MR) x hidden units [u0, u0 + n),
+// all four gates, over k in [k0, k1). The sums carry over K chunks through
+// `partial` (rows x 4 vectors, in L1).
+template <typename T, int MR>
+inline void step_block(const StepForward<T>& a, int64_t r0, int64_t u0, int64_t k0, int64_t k1,
+                       T* partial) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t kVec = Vec::size();
+  const int64_t H = a.hidden;
+  Vec acc[MR][4];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      acc[i][q] = k0 == 0 ? Vec(T(0)) : Vec::loadu(partial + ((r0 + i) * 4 + q) * kVec);
+    }
+  }
+  const T* panel = a.w_packed + (u0 / kVec) * H * 4 * kVec;
+  for (int64_t k = k0; k < k1; ++k) {
+    const T* wk = panel + k * 4 * kVec;
+    Vec b[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) b[q] = Vec::loadu(wk + q * kVec);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const Vec h(a.h_prev[(r0 + i) * H + k]);
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) acc[i][q] = at::vec::fmadd(h, b[q], acc[i][q]);
+    }
+  }
+  // Always through memory (L1): keeping the sums in registers for the cell
+  // update made the compiler spill the accumulators inside the K loop.
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) acc[i][q].store(partial + ((r0 + i) * 4 + q) * kVec);
+  }
+}
+
+template <typename T>
+inline void step_unit_block(const StepForward<T>& a, int64_t u0, int64_t n, T* partial) {
+  // AVX-512 has 32 vector registers: 4 rows x 4 gates of accumulators fit;
+  // with 16 (AVX2 and narrower) two rows do.
+  constexpr int MR = sizeof(Vectorized<T>) >= 64 ? 4 : 2;
+  // K in chunks whose slice of the packed panel (64 x 4 gates x one vector,
+  // contiguous) stays in L1 while every row group streams past it.
+  constexpr int64_t kChunk = 64;
+  const int64_t H = a.hidden;
+  for (int64_t k0 = 0; k0 < H; k0 += kChunk) {
+    const int64_t k1 = std::min(H, k0 + kChunk);
+    int64_t r = 0;
+    for (; r + MR <= a.rows; r += MR) step_block<T, MR>(a, r, u0, k0, k1, partial);
+    for (; r < a.rows; ++r) step_block<T, 1>(a, r, u0, k0, k1, partial);
+  }
+  using Vec = Vectorized<T>;
+  constexpr int64_t kVec = Vec::size();
+  for (int64_t r = 0; r < a.rows; ++r) {
+    const T* sums = partial + r * 4 * kVec;
+    cell_update<T>(a.gates + r * 4 * H + u0, H, a.b_ih ? a.b_ih + u0 : nullptr,
+                   a.b_hh ? a.b_hh + u0 : nullptr, Vec::loadu(sums), Vec::loadu(sums + kVec),
+                   Vec::loadu(sums + 2 * kVec), Vec::loadu(sums + 3 * kVec),
+                   a.c_prev + r * H + u0, a.c_next + r * H + u0, a.h_next + r * H + u0, n);
+  }
+}
+
+template <typename T>
+void fused_forward_step(const StepForward<T>& a) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t kVec = Vec::size();
+  const int64_t H = a.hidden;
+  const int64_t blocks = (H + kVec - 1) / kVec;
+  // Threads split the hidden units, so each keeps its columns of W^T hot in
+  // its own cache from one step to the next.
+  const int64_t work_per_block = 8 * a.rows * H * kVec;
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(work_per_block, 1));
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    std::vector<T> partial(a.rows * 4 * kVec);
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t u0 = blk * kVec;
+      const int64_t n = std::min(kVec, H - u0);
+      step_unit_block<T>(a, u0, n, partial.data());
+    }
+  });
+}
+
+template <typename T>
+int64_t step_weights_size(int64_t hidden) {
+  constexpr int64_t kVec = Vectorized<T>::size();
+  return (hidden + kVec - 1) / kVec * hidden * 4 * kVec;
+}
+
+// packed[blk][k][q][v] = W_hh[q*H + blk*kVec + v][k], zero past H: each block
+// of hidden units gets its four gates' weights as one contiguous panel, read
+// in order by the step kernel (W^T read in place has a power-of-two stride
+// between k rows, and its cache lines collided in L1: 40% slower at H = 512).
+template <typename T>
+void pack_step_weights(const T* w_hh, int64_t H, T* packed) {
+  constexpr int64_t kVec = Vectorized<T>::size();
+  const int64_t blocks = (H + kVec - 1) / kVec;
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      T* out = packed + blk * H * 4 * kVec;
+      for (int64_t k = 0; k < H; ++k) {
+        for (int64_t q = 0; q < 4; ++q) {
+          for (int64_t v = 0; v < kVec; ++v) {
+            const int64_t u = blk * kVec + v;
+            out[(k * 4 + q) * kVec + v] = u < H ? w_hh[(q * H + u) * H + k] : T(0);
+          }
+        }
+      }
+    }
+  });
+}
+
+template int64_t step_weights_size<float>(int64_t);
+template int64_t step_weights_size<double>(int64_t);
+template void pack_step_weights<float>(const float*, int64_t, float*);
+template void pack_step_weights<double>(const double*, int64_t, double*);
+template void fused_forward_step<float>(const StepForward<float>&);
+template void fused_forward_step<double>(const StepForward<double>&);
 template void small_gemm<float>(int64_t, int64_t, int64_t, const float*, int64_t, const float*,
                                 int64_t, float*, int64_t, bool);
 template void small_gemm<double>(int64_t, int64_t, int64_t, const double*, int64_t,
