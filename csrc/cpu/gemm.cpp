@@ -39,7 +39,7 @@ OneDnnMatmul onednn() {
 
 bool onednn_matmul_available() { return onednn() != nullptr; }
 
-bool use_step_gemm() {
+bool use_step_kernels() {
   static const bool allowed = [] {
     const char* choice = std::getenv("LSTM_EXT_GEMM");
     return choice == nullptr || std::string(choice) != "aten";

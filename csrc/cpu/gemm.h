@@ -14,12 +14,14 @@ namespace lstm_ext::cpu {
 
 void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, double beta);
 
-// Whether a layer's per-step recurrent products run on small_gemm
-// (lstm_pointwise.h) rather than matmul. With W_hh used as it lies (no
-// per-call packing or set-up) it was faster at every benchmarked shape, from
+// Whether a layer's steps run on lstm_ext's own step kernels
+// (fused_forward_step, small_gemm in lstm_pointwise.h) rather than matmul plus
+// separate pointwise passes. Per step, a library GEMM pays set-up, threading
+// and the packing of W_hh again; the step kernels pack once per sequence (or
+// read W_hh as it lies) and were faster at every benchmarked shape, from
 // (32, 64) x (64, 256) (MKL: 2x slower) to (64, 512) x (512, 2048) (oneDNN:
-// 10% slower). LSTM_EXT_GEMM=aten turns it off, for comparison.
-bool use_step_gemm();
+// ~10% slower). LSTM_EXT_GEMM=aten turns them off, for comparison.
+bool use_step_kernels();
 
 // Whether oneDNN's matmul was found in this torch (for benchmarks and tests).
 bool onednn_matmul_available();

@@ -1,14 +1,20 @@
 // One direction of one LSTM layer over a whole sequence, forward and
 // backpropagation through time, on the CPU.
 //
-// Forward: the input projection of all T*B rows is one GEMM (bias folded in);
-// then per step only the recurrent GEMM, into the preallocated gates buffer,
-// and the fused pointwise pass. Everything the backward needs (activated gates,
-// every c) lives in two allocations made before the loop.
+// Forward: the input projection of all T*B rows is one GEMM; then each step is
+// one fused kernel (fused_forward_step: the recurrent product for all four
+// gates of a block of hidden units, then the cell update with the biases, in
+// one parallel region) on a copy of W_hh packed once for the sequence.
+// Everything the backward needs (activated gates, every c) lives in two
+// buffers allocated before the loop.
 //
-// Backward: per step only the pointwise pass and dh = dgates @ W_hh are
-// sequential; dx, dW_ih, dW_hh and the bias gradient are one GEMM (or one
-// reduction) each over all T*B rows after the loop.
+// Backward: per step only the pointwise pass and dh = dgates @ W_hh
+// (small_gemm, on W_hh as it lies) are sequential; dx, dW_ih, dW_hh and the
+// bias gradient are one GEMM (or one reduction) each over all T*B rows after
+// the loop.
+//
+// LSTM_EXT_GEMM=aten replaces the step kernels by ATen GEMMs plus the
+// pointwise passes, for comparison.
 //
 // Variable lengths: lengths must be non-increasing, so the rows still running
 // at step t are a prefix [0, batch_sizes[t]) of the batch (the layout of a
@@ -106,7 +112,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   const int64_t T = s.steps, B = s.batch, H = s.hidden;
 
   // The input projection of every step at once; the biases are added by the
-  // pointwise pass, which reads the gates anyway.
+  // step's cell update, which reads the gates anyway.
   Tensor gates = cached_empty({T, B, 4 * H}, input.options());
   const Tensor x2d = input.reshape({T * B, s.input});
   matmul(x2d, w_ih.t(), gates.view({T * B, 4 * H}), 0.0);
@@ -123,7 +129,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   const Tensor c0 = cx.contiguous();
   const Tensor w_hh_t = w_hh.t();
   const Tensor w_hh_c = w_hh.contiguous();
-  const bool small = use_step_gemm();
+  const bool fused = use_step_kernels();
 
   AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
     Tensor keep_ih, keep_hh;
@@ -137,7 +143,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
     const scalar_t* w_hh_p = w_hh_c.data_ptr<scalar_t>();
     // The fused step kernel's copy of W_hh, packed once for the sequence.
     Tensor packed;
-    if (small) {
+    if (fused) {
       packed = at::empty({step_weights_size<scalar_t>(H)}, input.options());
       pack_step_weights<scalar_t>(w_hh_p, H, packed.data_ptr<scalar_t>());
     }
@@ -146,18 +152,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
       scalar_t* g = gates_p + t * B * 4 * H;
       const scalar_t* h_prev = t == 0 ? h0.data_ptr<scalar_t>() : out_p + (t - 1) * B * H;
       const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H;
-      if (small) {
+      if (fused) {
         fused_forward_step<scalar_t>({g, packed.data_ptr<scalar_t>(), h_prev, c_prev,
                                       cs_p + t * B * H, out_p + t * B * H, bias_ih, bias_hh, n,
                                       H});
         continue;
       }
-      if (n == 1) {
-        gemv_rows<scalar_t>(w_hh_p, 4 * H, H, h_prev, g);
-      } else {
-        const Tensor h_rows = t == 0 ? h0.narrow(0, 0, n) : output[t - 1].narrow(0, 0, n);
-        matmul(h_rows, w_hh_t, gates[t].narrow(0, 0, n), 1.0);
-      }
+      const Tensor h_rows = t == 0 ? h0.narrow(0, 0, n) : output[t - 1].narrow(0, 0, n);
+      matmul(h_rows, w_hh_t, gates[t].narrow(0, 0, n), 1.0);
       forward_pointwise<scalar_t>({g, bias_ih, bias_hh, c_prev, cs_p + t * B * H,
                                    out_p + t * B * H, n, H});
     }
@@ -196,7 +198,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   const Tensor cs_c = cs.contiguous();
   const Tensor c0 = cx.contiguous();
   const Tensor w_hh_c = w_hh.contiguous();
-  const bool small = use_step_gemm();
+  const bool fused = use_step_kernels();
   Tensor grad_gates = cached_empty({T, B, 4 * H}, input.options());
   if (s.padded) grad_gates.zero_();
 
@@ -223,9 +225,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
           n,
           H,
       });
-      if (n == 1) {
+      if (fused && n == 1) {
         gemv_cols<scalar_t>(w_hh_p, 4 * H, H, dg, dh_p);
-      } else if (small) {
+      } else if (fused) {
         small_gemm<scalar_t>(n, H, 4 * H, dg, 4 * H, w_hh_p, H, dh_p, H, false);
       } else {
         matmul(grad_gates[t].narrow(0, 0, n), w_hh, dh.narrow(0, 0, n), 0.0);
