@@ -12,8 +12,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lstm_ext  # noqa: E402
-from common import (forward_flops, gemm_ceiling_gflops, header, median_ms,  # noqa: E402
-                    parse_args, print_ceiling, print_table)
+from common import forward_flops, median_ms, parse_args, print_table, start  # noqa: E402
 from lstm_ext import reference  # noqa: E402
 
 SHAPES = [(100, 4, 3, 5), (32, 32, 64, 50), (64, 256, 256, 100), (64, 512, 512, 50),
@@ -84,10 +83,7 @@ def runner(module_fn, x, train):
 def main():
     args = parse_args(__doc__, slow_option=True)
     min_time = args.min_time
-    header("One layer over a whole sequence")
-    ceiling = gemm_ceiling_gflops()
-    print_ceiling(ceiling)
-    ceiling = ceiling[0]
+    ceiling = start("One layer over a whole sequence")
     rows = []
     for (B, I, H, T) in SHAPES:
         torch.manual_seed(0)

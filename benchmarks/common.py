@@ -41,10 +41,13 @@ def gemm_ceiling_gflops(n=1024):
     return max(aten, best), aten
 
 
-def print_ceiling(ceiling):
-    best, aten = ceiling
+def start(title):
+    """Prints the run's header and the GEMM ceiling; returns the ceiling."""
+    header(title)
+    best, aten = gemm_ceiling_gflops()
     print(f"GEMM ceiling (1024^3 float32): {best:.0f} GFLOP/s "
           f"(ATen torch.mm alone: {aten:.0f} GFLOP/s)\n")
+    return best
 
 
 def header(title):

@@ -399,7 +399,11 @@ void fused_forward_step(const StepForward<T>& a) {
   const int64_t work_per_block = 8 * a.rows * H * kVec;
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(work_per_block, 1));
   at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
-    std::vector<T> partial(a.rows * 4 * kVec);
+    // Per-thread scratch for the sums, kept across steps: no allocation per step.
+    thread_local std::vector<T> partial;
+    if (partial.size() < static_cast<size_t>(a.rows * 4 * kVec)) {
+      partial.resize(a.rows * 4 * kVec);
+    }
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t u0 = blk * kVec;
       const int64_t n = std::min(kVec, H - u0);
