@@ -161,7 +161,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
       const Tensor h_rows = t == 0 ? h0.narrow(0, 0, n) : output[t - 1].narrow(0, 0, n);
       matmul(h_rows, w_hh_t, gates[t].narrow(0, 0, n), 1.0);
       forward_pointwise<scalar_t>({g, bias_ih, bias_hh, c_prev, cs_p + t * B * H,
-                                   out_p + t * B * H, n, H});
+                                   out_p + t * B * H, n, H, kLayerElementsPerThread});
     }
   });
   Tensor hy = last_step(output, s, h0);
@@ -224,6 +224,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
           dc_p,
           n,
           H,
+          kLayerElementsPerThread,
       });
       if (fused && n == 1) {
         gemv_cols<scalar_t>(w_hh_p, 4 * H, H, dg, dh_p);

@@ -9,6 +9,9 @@
 
 namespace lstm_ext::cpu {
 
+constexpr int64_t kStandaloneElementsPerThread = 16384;
+constexpr int64_t kLayerElementsPerThread = 1024;
+
 // Gate layout of one row: [i | f | g | o], each `hidden` wide.
 template <typename T>
 struct PointwiseForward {
@@ -20,6 +23,11 @@ struct PointwiseForward {
   T* h_next;         // (rows, H)
   int64_t rows;
   int64_t hidden;
+  // Work per thread before a second thread joins. A standalone cell step
+  // (between Python calls) gains little from threads on small passes; a layer
+  // step must not leave a serial gap between its parallel regions, or OpenMP's
+  // idle threads go to sleep and are woken every step (see parallel_spans).
+  int64_t elements_per_thread = kStandaloneElementsPerThread;
 };
 
 template <typename T>
@@ -35,6 +43,7 @@ struct PointwiseBackward {
   T* grad_c_prev;        // (rows, H); may alias grad_c (read before written)
   int64_t rows;
   int64_t hidden;
+  int64_t elements_per_thread = kStandaloneElementsPerThread;  // as above
 };
 
 // One whole forward step of a layer, fused: gates += h_prev @ W_hh^T for all

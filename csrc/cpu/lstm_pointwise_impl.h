@@ -18,8 +18,6 @@ namespace lstm_ext::cpu::CPU_CAPABILITY {
 
 using at::vec::Vectorized;
 
-// Elements of a pointwise pass per thread: small, see parallel_spans.
-constexpr int64_t kElementsPerThread = 1024;
 
 template <typename T>
 inline Vectorized<T> load(const T* p, int64_t n) {
@@ -66,10 +64,11 @@ inline void for_each_chunk(int64_t hidden, const F& f) {
 // between the step's GEMM and the next step lets OpenMP's idle threads go to
 // sleep, and waking them every step doubled the step time (measured).
 template <typename F>
-inline void parallel_spans(int64_t rows, int64_t hidden, const F& f) {
+inline void parallel_spans(int64_t rows, int64_t hidden, int64_t elements_per_thread,
+                           const F& f) {
   constexpr int64_t kSpan = 64;
   const int64_t spans = (hidden + kSpan - 1) / kSpan;
-  const int64_t grain = std::max<int64_t>(1, kElementsPerThread / kSpan);
+  const int64_t grain = std::max<int64_t>(1, elements_per_thread / kSpan);
   at::parallel_for(0, rows * spans, grain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t r = i / spans;
@@ -127,7 +126,7 @@ template <typename T>
 void forward_pointwise(const PointwiseForward<T>& a) {
   using Vec = Vectorized<T>;
   const int64_t H = a.hidden;
-  parallel_spans(a.rows, H, [&](int64_t r, int64_t j0, int64_t width) {
+  parallel_spans(a.rows, H, a.elements_per_thread, [&](int64_t r, int64_t j0, int64_t width) {
     {
       T* g = a.gates + r * 4 * H;
       const T* cp = a.c_prev + r * H;
@@ -153,7 +152,7 @@ void backward_pointwise(const PointwiseBackward<T>& a) {
   using Vec = Vectorized<T>;
   const int64_t H = a.hidden;
   const Vec one(T(1));
-  parallel_spans(a.rows, H, [&](int64_t r, int64_t j0, int64_t width) {
+  parallel_spans(a.rows, H, a.elements_per_thread, [&](int64_t r, int64_t j0, int64_t width) {
     {
       const T* g = a.gates + r * 4 * H;
       const T* cp = a.c_prev + r * H;
