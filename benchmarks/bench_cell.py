@@ -9,7 +9,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lstm_ext  # noqa: E402
-from common import forward_flops, median_ms, parse_args, print_table, start  # noqa: E402
+from common import forward_flops, interleaved_ms, parse_args, print_table, start  # noqa: E402
 from lstm_ext import reference  # noqa: E402
 
 SHAPES = [(100, 4, 3, 5), (32, 32, 64, 50), (64, 256, 256, 100), (64, 512, 512, 50)]
@@ -42,9 +42,10 @@ def main():
         ref = lambda x, s: reference.lstm_cell(x, s[0], s[1], *w)  # noqa: E731
         x = torch.randn(T, B, I)
         for mode, train in (("train", True), ("infer", False)):
-            t_ours = median_ms(stepper(ours, x, H, train), min_time)
-            t_nn = median_ms(stepper(theirs, x, H, train), min_time)
-            t_ref = median_ms(stepper(ref, x, H, train), min_time)
+            times = interleaved_ms({"ours": stepper(ours, x, H, train),
+                                    "nn": stepper(theirs, x, H, train),
+                                    "ref": stepper(ref, x, H, train)}, 3 * min_time)
+            t_ours, t_nn, t_ref = times["ours"], times["nn"], times["ref"]
             flops = forward_flops(B, I, H, T) * (3 if train else 1)
             gflops = flops / (t_ours * 1e-3) / 1e9
             rows.append([f"({B}, {I}, {H}, {T})", mode, f"{t_ours:.3f}", f"{t_nn:.3f}",

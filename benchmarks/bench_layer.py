@@ -12,7 +12,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lstm_ext  # noqa: E402
-from common import forward_flops, median_ms, parse_args, print_table, start  # noqa: E402
+from common import forward_flops, interleaved_ms, parse_args, print_table, start  # noqa: E402
 from lstm_ext import reference  # noqa: E402
 
 SHAPES = [(100, 4, 3, 5), (32, 32, 64, 50), (64, 256, 256, 100), (64, 512, 512, 50),
@@ -111,9 +111,11 @@ def main():
             impls["cell stepped"] = stepped
             impls["reference"] = lambda xs: reference.lstm_layer(xs, zeros, zeros, *w)[0]
         for mode, train in (("train", True), ("infer", False)):
-            times = {name: median_ms(runner(fn, x, train), min_time) for name, fn in impls.items()}
-            floor = median_ms(gemm_floor(B, I, H, T, train), min_time)
-            own = median_ms(own_gemm_floor(B, I, H, T, train), min_time)
+            fns = {name: runner(fn, x, train) for name, fn in impls.items()}
+            fns["floor"] = gemm_floor(B, I, H, T, train)
+            fns["own floor"] = own_gemm_floor(B, I, H, T, train)
+            times = interleaved_ms(fns, len(fns) * min_time)
+            floor, own = times["floor"], times["own floor"]
             t = times["ours"]
             flops = forward_flops(B, I, H, T) * (3 if train else 1)
             gflops = flops / (t * 1e-3) / 1e9

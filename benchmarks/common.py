@@ -25,6 +25,19 @@ def median_ms(fn, min_run_time=0.5):
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
+def interleaved_ms(fns, min_run_time=0.5, rounds=5):
+    """Median time in ms of each of `fns` (name -> callable), measured in
+    `rounds` interleaved rounds (A B C A B C ...) and the median of the rounds
+    taken. On these shared 2-core machines speed drifts by up to 2x over
+    seconds; interleaving keeps a slow phase from landing on one contestant."""
+    per_round = min_run_time / rounds
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(median_ms(fn, per_round))
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
 def forward_flops(batch, input_size, hidden, steps):
     """8*B*H*(I+H) per step: the two gate GEMMs (multiply-adds counted twice)."""
     return 8 * batch * hidden * (input_size + hidden) * steps

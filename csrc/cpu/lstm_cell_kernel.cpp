@@ -121,8 +121,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
     matmul(a, b, out, 0.0);
     return out;
   };
-  Tensor grad_input = product(output_mask[0], grad_gates, w_ih);
-  Tensor grad_hx = product(output_mask[1], grad_gates, w_hh);
+  // dgates @ W (the weight as it lies, row-major) is the step kernels' shape:
+  // no library call, no packing of W at every step.
+  auto through_weight = [&](bool wanted, const Tensor& w) {
+    if (!wanted) return Tensor();
+    if (!use_step_kernels()) return product(true, grad_gates, w);
+    const Tensor wc = w.contiguous();
+    Tensor out = at::empty({s.batch, w.size(1)}, input.options());
+    AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
+      small_gemm<scalar_t>(s.batch, w.size(1), 4 * s.hidden, grad_gates.data_ptr<scalar_t>(),
+                           4 * s.hidden, wc.data_ptr<scalar_t>(), w.size(1),
+                           out.data_ptr<scalar_t>(), w.size(1), false);
+    });
+    return out;
+  };
+  Tensor grad_input = through_weight(output_mask[0], w_ih);
+  Tensor grad_hx = through_weight(output_mask[1], w_hh);
   if (!output_mask[2]) grad_cx.reset();
   Tensor grad_w_ih = product(output_mask[3], grad_gates.t(), input);
   Tensor grad_w_hh = product(output_mask[4], grad_gates.t(), hx);
