@@ -1,8 +1,10 @@
-// The fused element-wise part of an LSTM step, forward and backward, on raw
-// row-major buffers. The GEMMs stay in ATen; everything between them is one
-// pass over memory here. Implemented once (lstm_pointwise_impl.h), compiled once
-// per CPU capability (lstm_pointwise_{default,avx2,avx512}.cpp), and picked at
-// run time by lstm_pointwise.cpp, as ATen's own DispatchStub does.
+// The vectorised kernels of an LSTM step, on raw row-major buffers: the fused
+// element-wise passes (forward and backward), the fused forward step of a layer
+// (recurrent product + cell update), a small GEMM and batch-1 GEMVs for the
+// per-step products. Large products stay in ATen (gemm.h). Implemented once
+// (lstm_pointwise_impl.h), compiled once per CPU capability
+// (lstm_pointwise_{default,avx2,avx512}.cpp), and picked at run time by
+// lstm_pointwise.cpp, as ATen's own DispatchStub does.
 #pragma once
 
 #include <cstdint>
