@@ -18,14 +18,11 @@ def layer_args(steps, batch, input_size, hidden, dtype=torch.float64, bias=True,
     return [None if a is None else a.requires_grad_(requires_grad) for a in args]
 
 
-@pytest.mark.parametrize("lengths", [None, [6, 6, 4, 1], [3, 2, 2, 1]])
-@pytest.mark.parametrize("bias", [True, False])
-def test_forward_and_gradients_match_reference(dtype, bias, lengths):
-    args = layer_args(6, 4, 5, 7, dtype=dtype, bias=bias)
-    lens = None if lengths is None else torch.tensor(lengths)
+def assert_matches_reference(args, lengths, dtype):
+    """Outputs and every gradient of the layer op against the reference."""
     ours, ref = leaf(args), leaf(args)
-    out = lstm_ext.lstm_layer(*ours, lengths=lens)
-    expected = reference.lstm_layer(*ref, lengths=lens)
+    out = lstm_ext.lstm_layer(*ours, lengths=lengths)
+    expected = reference.lstm_layer(*ref, lengths=lengths)
     for a, b in zip(out, expected):
         torch.testing.assert_close(a, b, **tol(dtype))
     w = [torch.randn_like(t) for t in expected]
@@ -36,20 +33,21 @@ def test_forward_and_gradients_match_reference(dtype, bias, lengths):
             torch.testing.assert_close(g, g_ref, **tol(dtype))
 
 
+@pytest.mark.parametrize("lengths", [None, [6, 6, 4, 1], [3, 2, 2, 1]])
+@pytest.mark.parametrize("bias", [True, False])
+def test_forward_and_gradients_match_reference(dtype, bias, lengths):
+    args = layer_args(6, 4, 5, 7, dtype=dtype, bias=bias)
+    lens = None if lengths is None else torch.tensor(lengths)
+    assert_matches_reference(args, lens, dtype)
+
+
 @pytest.mark.parametrize("batch,hidden", [(9, 40), (16, 64), (5, 17)])
-def test_register_blocked_step_products_match_reference(dtype, batch, hidden):
-    """Shapes that exercise the small-GEMM path's full and partial blocks (rows
-    in fours plus a remainder, columns in 64- or 32-wide blocks plus a tail)."""
+def test_register_blocked_step_kernels_match_reference(dtype, batch, hidden):
+    """Shapes that exercise the step kernels' full and partial blocks: rows in
+    groups plus a remainder, hidden units in whole vectors plus a tail."""
     args = layer_args(5, batch, 3, hidden, dtype=dtype)
-    ours, ref = leaf(args), leaf(args)
     lens = torch.tensor(sorted([5, 5, 4, 2, 1] + [3] * (batch - 5), reverse=True))
-    out = lstm_ext.lstm_layer(*ours, lengths=lens)
-    expected = reference.lstm_layer(*ref, lengths=lens)
-    for a, b in zip(out, expected):
-        torch.testing.assert_close(a, b, **tol(dtype))
-    w = [torch.randn_like(t) for t in expected]
-    for g, g_ref in zip(grads(out, ours, w), grads(expected, ref, w)):
-        torch.testing.assert_close(g, g_ref, **tol(dtype))
+    assert_matches_reference(args, lens, dtype)
 
 
 @pytest.mark.parametrize("lengths", [None, [4, 3, 1]])
