@@ -9,7 +9,7 @@ from . import _library
 
 _library.load()
 
-from . import _ops  # noqa: E402  (registers fake kernels and autograd formulas)
+from . import _ops  # noqa: E402, F401  (registers fake kernels and autograd formulas)
 from ._library import library_path  # noqa: E402
 from ._ops import lstm_cell, lstm_layer  # noqa: E402
 from .cell import LSTMCell  # noqa: E402

@@ -2,7 +2,6 @@
 Python so that scripted modules report bad input as clearly as eager ones."""
 from typing import List
 
-import torch
 from torch import Tensor
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ._checks import check_float_like, check_shape, check_supported_device
+from ._checks import check_float_like, check_supported_device
 
 
 def reverse_padded(x: Tensor, lengths: Optional[Tensor]) -> Tensor:

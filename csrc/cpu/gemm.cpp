@@ -37,8 +37,6 @@ OneDnnMatmul onednn() {
 
 } // namespace
 
-bool onednn_matmul_available() { return onednn() != nullptr; }
-
 bool use_step_kernels() {
   static const bool allowed = [] {
     const char* choice = std::getenv("LSTM_EXT_GEMM");

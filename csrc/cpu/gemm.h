@@ -23,7 +23,4 @@ void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, dou
 // ~10% slower). LSTM_EXT_GEMM=aten turns them off, for comparison.
 bool use_step_kernels();
 
-// Whether oneDNN's matmul was found in this torch (for benchmarks and tests).
-bool onednn_matmul_available();
-
 } // namespace lstm_ext::cpu

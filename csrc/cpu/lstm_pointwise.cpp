@@ -37,129 +37,71 @@ const char* pointwise_capability() {
   }
 }
 
-template <typename T>
-void forward_pointwise(const PointwiseForward<T>& args) {
-  switch (capability()) {
+// Calls NS::CALL in the capability build chosen for this CPU.
 #if defined(LSTM_EXT_HAVE_AVX512)
-    case Capability::Avx512: return AVX512::forward_pointwise(args);
+#define LSTM_EXT_CASE_AVX512(CALL) \
+  case Capability::Avx512:         \
+    return AVX512::CALL;
+#else
+#define LSTM_EXT_CASE_AVX512(CALL)
 #endif
 #if defined(LSTM_EXT_HAVE_AVX2)
-    case Capability::Avx2: return AVX2::forward_pointwise(args);
+#define LSTM_EXT_CASE_AVX2(CALL) \
+  case Capability::Avx2:         \
+    return AVX2::CALL;
+#else
+#define LSTM_EXT_CASE_AVX2(CALL)
 #endif
-    default: return DEFAULT::forward_pointwise(args);
+#define LSTM_EXT_DISPATCH(CALL)  \
+  switch (capability()) {        \
+    LSTM_EXT_CASE_AVX512(CALL)   \
+    LSTM_EXT_CASE_AVX2(CALL)     \
+    default:                     \
+      return DEFAULT::CALL;      \
   }
+
+template <typename T>
+void forward_pointwise(const PointwiseForward<T>& args) {
+  LSTM_EXT_DISPATCH(forward_pointwise(args))
 }
 
 template <typename T>
 void backward_pointwise(const PointwiseBackward<T>& args) {
-  switch (capability()) {
-#if defined(LSTM_EXT_HAVE_AVX512)
-    case Capability::Avx512: return AVX512::backward_pointwise(args);
-#endif
-#if defined(LSTM_EXT_HAVE_AVX2)
-    case Capability::Avx2: return AVX2::backward_pointwise(args);
-#endif
-    default: return DEFAULT::backward_pointwise(args);
-  }
-}
-
-template <typename T>
-void gemv_rows(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
-  switch (capability()) {
-#if defined(LSTM_EXT_HAVE_AVX512)
-    case Capability::Avx512: return AVX512::gemv_rows(w, rows, cols, x, y);
-#endif
-#if defined(LSTM_EXT_HAVE_AVX2)
-    case Capability::Avx2: return AVX2::gemv_rows(w, rows, cols, x, y);
-#endif
-    default: return DEFAULT::gemv_rows(w, rows, cols, x, y);
-  }
-}
-
-template <typename T>
-void gemv_cols(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
-  switch (capability()) {
-#if defined(LSTM_EXT_HAVE_AVX512)
-    case Capability::Avx512: return AVX512::gemv_cols(w, rows, cols, x, y);
-#endif
-#if defined(LSTM_EXT_HAVE_AVX2)
-    case Capability::Avx2: return AVX2::gemv_cols(w, rows, cols, x, y);
-#endif
-    default: return DEFAULT::gemv_cols(w, rows, cols, x, y);
-  }
+  LSTM_EXT_DISPATCH(backward_pointwise(args))
 }
 
 template <typename T>
 void fused_forward_step(const StepForward<T>& args) {
-  switch (capability()) {
-#if defined(LSTM_EXT_HAVE_AVX512)
-    case Capability::Avx512: return AVX512::fused_forward_step(args);
-#endif
-#if defined(LSTM_EXT_HAVE_AVX2)
-    case Capability::Avx2: return AVX2::fused_forward_step(args);
-#endif
-    default: return DEFAULT::fused_forward_step(args);
-  }
+  LSTM_EXT_DISPATCH(fused_forward_step(args))
 }
 
 template <typename T>
 int64_t step_weights_size(int64_t hidden) {
-  switch (capability()) {
-#if defined(LSTM_EXT_HAVE_AVX512)
-    case Capability::Avx512: return AVX512::step_weights_size<T>(hidden);
-#endif
-#if defined(LSTM_EXT_HAVE_AVX2)
-    case Capability::Avx2: return AVX2::step_weights_size<T>(hidden);
-#endif
-    default: return DEFAULT::step_weights_size<T>(hidden);
-  }
+  LSTM_EXT_DISPATCH(step_weights_size<T>(hidden))
 }
 
 template <typename T>
 void pack_step_weights(const T* w_hh, int64_t hidden, T* packed) {
-  switch (capability()) {
-#if defined(LSTM_EXT_HAVE_AVX512)
-    case Capability::Avx512: return AVX512::pack_step_weights(w_hh, hidden, packed);
-#endif
-#if defined(LSTM_EXT_HAVE_AVX2)
-    case Capability::Avx2: return AVX2::pack_step_weights(w_hh, hidden, packed);
-#endif
-    default: return DEFAULT::pack_step_weights(w_hh, hidden, packed);
-  }
+  LSTM_EXT_DISPATCH(pack_step_weights(w_hh, hidden, packed))
 }
 
-template void fused_forward_step<float>(const StepForward<float>&);
-template void fused_forward_step<double>(const StepForward<double>&);
-template int64_t step_weights_size<float>(int64_t);
-template int64_t step_weights_size<double>(int64_t);
-template void pack_step_weights<float>(const float*, int64_t, float*);
-template void pack_step_weights<double>(const double*, int64_t, double*);
+template <typename T>
+void gemv_rows(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
+  LSTM_EXT_DISPATCH(gemv_rows(w, rows, cols, x, y))
+}
+
+template <typename T>
+void gemv_cols(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
+  LSTM_EXT_DISPATCH(gemv_cols(w, rows, cols, x, y))
+}
 
 template <typename T>
 void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
                 int64_t ldb, T* C, int64_t ldc, bool accumulate) {
-  switch (capability()) {
-#if defined(LSTM_EXT_HAVE_AVX512)
-    case Capability::Avx512: return AVX512::small_gemm(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-#endif
-#if defined(LSTM_EXT_HAVE_AVX2)
-    case Capability::Avx2: return AVX2::small_gemm(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-#endif
-    default: return DEFAULT::small_gemm(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
-  }
+  LSTM_EXT_DISPATCH(small_gemm(M, N, K, A, lda, B, ldb, C, ldc, accumulate))
 }
 
-template void small_gemm<float>(int64_t, int64_t, int64_t, const float*, int64_t, const float*,
-                                int64_t, float*, int64_t, bool);
-template void small_gemm<double>(int64_t, int64_t, int64_t, const double*, int64_t,
-                                 const double*, int64_t, double*, int64_t, bool);
-template void gemv_rows<float>(const float*, int64_t, int64_t, const float*, float*);
-template void gemv_rows<double>(const double*, int64_t, int64_t, const double*, double*);
-template void gemv_cols<float>(const float*, int64_t, int64_t, const float*, float*);
-template void gemv_cols<double>(const double*, int64_t, int64_t, const double*, double*);
-template void forward_pointwise<float>(const PointwiseForward<float>&);
-template void forward_pointwise<double>(const PointwiseForward<double>&);
-template void backward_pointwise<float>(const PointwiseBackward<float>&);
-template void backward_pointwise<double>(const PointwiseBackward<double>&);
+LSTM_EXT_INSTANTIATE_KERNELS(float)
+LSTM_EXT_INSTANTIATE_KERNELS(double)
 
 } // namespace lstm_ext::cpu

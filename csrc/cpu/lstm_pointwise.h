@@ -99,6 +99,19 @@ template <typename T>
 void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
                 int64_t ldb, T* C, int64_t ldc, bool accumulate);
 
+// Explicit instantiations of every kernel for one scalar type; used by each
+// capability build and by the run-time dispatcher alike.
+#define LSTM_EXT_INSTANTIATE_KERNELS(T)                                                 \
+  template void forward_pointwise<T>(const PointwiseForward<T>&);                       \
+  template void backward_pointwise<T>(const PointwiseBackward<T>&);                     \
+  template void fused_forward_step<T>(const StepForward<T>&);                           \
+  template int64_t step_weights_size<T>(int64_t);                                       \
+  template void pack_step_weights<T>(const T*, int64_t, T*);                            \
+  template void gemv_rows<T>(const T*, int64_t, int64_t, const T*, T*);                 \
+  template void gemv_cols<T>(const T*, int64_t, int64_t, const T*, T*);                 \
+  template void small_gemm<T>(int64_t, int64_t, int64_t, const T*, int64_t, const T*,   \
+                              int64_t, T*, int64_t, bool);
+
 // The name of the kernel build chosen at run time ("avx512", "avx2", "default").
 const char* pointwise_capability();
 

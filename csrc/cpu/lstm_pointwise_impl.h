@@ -440,23 +440,8 @@ void pack_step_weights(const T* w_hh, int64_t H, T* packed) {
   });
 }
 
-template int64_t step_weights_size<float>(int64_t);
-template int64_t step_weights_size<double>(int64_t);
-template void pack_step_weights<float>(const float*, int64_t, float*);
-template void pack_step_weights<double>(const double*, int64_t, double*);
-template void fused_forward_step<float>(const StepForward<float>&);
-template void fused_forward_step<double>(const StepForward<double>&);
-template void small_gemm<float>(int64_t, int64_t, int64_t, const float*, int64_t, const float*,
-                                int64_t, float*, int64_t, bool);
-template void small_gemm<double>(int64_t, int64_t, int64_t, const double*, int64_t,
-                                 const double*, int64_t, double*, int64_t, bool);
-template void gemv_rows<float>(const float*, int64_t, int64_t, const float*, float*);
-template void gemv_rows<double>(const double*, int64_t, int64_t, const double*, double*);
-template void gemv_cols<float>(const float*, int64_t, int64_t, const float*, float*);
-template void gemv_cols<double>(const double*, int64_t, int64_t, const double*, double*);
-template void forward_pointwise<float>(const PointwiseForward<float>&);
-template void forward_pointwise<double>(const PointwiseForward<double>&);
-template void backward_pointwise<float>(const PointwiseBackward<float>&);
-template void backward_pointwise<double>(const PointwiseBackward<double>&);
+
+LSTM_EXT_INSTANTIATE_KERNELS(float)
+LSTM_EXT_INSTANTIATE_KERNELS(double)
 
 } // namespace lstm_ext::cpu::CPU_CAPABILITY
