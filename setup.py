@@ -7,6 +7,7 @@ same file. Build it against the installed torch, without build isolation::
 
     pip install --no-build-isolation -e .
 """
+import importlib.util
 import os
 import platform
 
@@ -48,6 +49,17 @@ def read_sources():
 COMMON_SOURCES, CAPABILITY_SOURCES = read_sources()
 
 
+def load_link_check():
+    """tools/check_runtime_link.py: refuses a library with its own copy of the
+    C++ or OpenMP runtime (shared with the CMake build)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools",
+                        "check_runtime_link.py")
+    spec = importlib.util.spec_from_file_location("check_runtime_link", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class BuildExtensionPerCapability(BuildExtension):
     """Compiles each per-capability source with its own -m flags.
 
@@ -67,6 +79,16 @@ class BuildExtensionPerCapability(BuildExtension):
             )
         ext.extra_objects = [o for o in ext.extra_objects if o not in objects] + objects
         super().build_extension(ext)
+        # A library with a second copy of libstdc++ crashes at the first error
+        # message it formats: never leave one behind.
+        library = self.get_ext_fullpath(ext.name)
+        check = load_link_check()
+        found = check.problems(library)
+        if found:
+            os.remove(library)
+            raise SystemExit("\n".join(
+                [f"error: lstm_ext's build refused its own output, {p}" for p in found]
+                + [f"error: {check.ADVICE}."]))
 
 
 setup(

@@ -14,15 +14,22 @@ from torch import Tensor
 ops = torch.ops.lstm_ext
 
 
-def _check_devices(op, **tensors):
-    """Mixed devices (say cpu with meta) would otherwise reach this shape-only
-    kernel and return uninitialised memory: refuse them, as the CPU kernel does."""
-    device = tensors["input"].device
+def _check_devices(op, lengths=None, **tensors):
+    """Mixed devices (say cpu with meta) would otherwise reach these shape-only
+    kernels (Meta outranks CPU in dispatch) and return uninitialised CPU memory:
+    refuse them, as the CPU kernels do. ``lengths`` may also lie on the cpu
+    (the real kernels read it there)."""
+    device = next(iter(tensors.values())).device
     for name, t in tensors.items():
         if t is not None and t.device != device:
+            first = next(iter(tensors))
             raise RuntimeError(
-                f"{op}: expected {name} on {device} (the device of input), but got {t.device}"
+                f"{op}: expected {name} on {device} (the device of {first}), but got {t.device}"
             )
+    if lengths is not None and lengths.device not in (device, torch.device("cpu")):
+        raise RuntimeError(
+            f"{op}: expected lengths on the cpu or on {device}, but got {lengths.device}"
+        )
 
 
 def _masked(mask, index, make):
@@ -57,13 +64,15 @@ def _backward_fake(input, hx, cx, w_ih, w_hh, output_mask):
 
 @torch.library.register_fake("lstm_ext::lstm_cell_backward")
 def _cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, gates, cy, output_mask):
+    _check_devices("lstm_cell_backward", input=input, grad_hy=grad_hy, grad_cy=grad_cy, hx=hx,
+                   cx=cx, w_ih=w_ih, w_hh=w_hh, gates=gates, cy=cy)
     return _backward_fake(input, hx, cx, w_ih, w_hh, output_mask)
 
 
 @torch.library.register_fake("lstm_ext::lstm_layer_forward")
 def _layer_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths):
-    _check_devices("lstm_layer_forward", input=input, hx=hx, cx=cx, w_ih=w_ih, w_hh=w_hh,
-                   b_ih=b_ih, b_hh=b_hh)
+    _check_devices("lstm_layer_forward", lengths, input=input, hx=hx, cx=cx, w_ih=w_ih,
+                   w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
     steps, batch, hidden = input.shape[0], input.shape[1], w_hh.shape[1]
     return (
         input.new_empty((steps, batch, hidden)),
@@ -77,11 +86,15 @@ def _layer_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths):
 @torch.library.register_fake("lstm_ext::lstm_layer_backward")
 def _layer_backward_fake(grad_output, grad_hy, grad_cy, input, hx, cx, w_ih, w_hh,
                          output, gates, cs, lengths, output_mask):
+    _check_devices("lstm_layer_backward", lengths, input=input, grad_output=grad_output,
+                   grad_hy=grad_hy, grad_cy=grad_cy, hx=hx, cx=cx, w_ih=w_ih, w_hh=w_hh,
+                   output=output, gates=gates, cs=cs)
     return _backward_fake(input, hx, cx, w_ih, w_hh, output_mask)
 
 
 @torch.library.register_fake("lstm_ext::gemm")
 def _gemm_fake(a, b):
+    _check_devices("gemm", a=a, b=b)
     return a.new_empty((a.shape[0], b.shape[1]))
 
 

@@ -2,10 +2,17 @@
 1e-10 (both are exact up to round-off); float32 to atol 2e-5 / rtol 1e-4 (the
 kernels use a polynomial exp with ~1e-6 relative error and a different
 summation order than the reference's GEMMs)."""
-import pytest
-import torch
+import os
 
-import lstm_ext  # noqa: F401  (loads the op library)
+# Before the op library loads: every buffer the kernels allocate starts as NaN
+# (and c10's allocator junk-fills fresh blocks), so that a kernel reading
+# memory it never wrote shows as NaN in a result (NaN propagates like torch.nn).
+os.environ.setdefault("LSTM_EXT_POISON", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import lstm_ext  # noqa: E402, F401  (loads the op library)
 
 F64 = dict(atol=1e-10, rtol=1e-10)
 F32 = dict(atol=2e-5, rtol=1e-4)

@@ -1,8 +1,10 @@
 #include "buffer_cache.h"
 
 #include <ATen/ATen.h>
+#include <c10/util/safe_numerics.h>
 
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <string>
@@ -66,14 +68,49 @@ BlockCache& cache() {
 
 } // namespace
 
+bool poison_freed_memory() {
+  static const bool poison = [] {
+    const char* v = std::getenv("LSTM_EXT_POISON");
+    return v != nullptr && std::string(v) != "" && std::string(v) != "0";
+  }();
+  return poison;
+}
+
 at::Tensor cached_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  const size_t bytes = c10::multiply_integers(sizes) * options.dtype().itemsize();
+  // Sizes come from user tensors, and expanded ones can claim any size at no
+  // cost: a wrapped byte count would hand out a small block for a huge tensor.
+  uint64_t bytes = 0;
+  TORCH_CHECK(!c10::safe_multiplies_u64(sizes, &bytes) &&
+                  !c10::mul_overflows(bytes, uint64_t(options.dtype().itemsize()), &bytes) &&
+                  bytes <= uint64_t(std::numeric_limits<int64_t>::max()),
+              "lstm_ext: a buffer of shape ", sizes, " and dtype ", options.dtype(),
+              " needs more bytes than this machine can address");
+  at::Tensor out;
   if (bytes < kMinBytes || cache().limit() == 0 || !options.device().is_cpu()) {
-    return at::empty(sizes, options);
+    out = at::empty(sizes, options);
+  } else {
+    void* p = cache().take(bytes);
+    out = at::from_blob(
+        p, sizes, [bytes](void* q) { cache().give_back(q, bytes); }, options);
   }
-  void* p = cache().take(bytes);
-  return at::from_blob(
-      p, sizes, [bytes](void* q) { cache().give_back(q, bytes); }, options);
+  if (poison_freed_memory() && out.is_floating_point()) {
+    out.fill_(std::numeric_limits<double>::quiet_NaN());
+  }
+  return out;
 }
 
 } // namespace lstm_ext::cpu
+
+// c10's CPU allocator fills every new block with junk (a NaN pattern in
+// float32) when this flag is set; declared weak so that a libc10 without it
+// still loads us. Set only under LSTM_EXT_POISON, for tests.
+extern bool FLAGS_caffe2_cpu_allocator_do_junk_fill __attribute__((weak));
+
+namespace {
+const bool kJunkFillSet = [] {
+  if (lstm_ext::cpu::poison_freed_memory() && &FLAGS_caffe2_cpu_allocator_do_junk_fill != nullptr) {
+    FLAGS_caffe2_cpu_allocator_do_junk_fill = true;
+  }
+  return true;
+}();
+} // namespace

@@ -7,12 +7,19 @@
 // with its cached scratchpad. Blocks of 1 MiB and more are kept here when freed
 // and handed out again for the same size, up to LSTM_EXT_CACHE_MB in total
 // (default 512; 0 turns the cache off). Contents are uninitialised.
+//
+// LSTM_EXT_POISON=1 (set by the test suite) fills every buffer handed out here
+// with NaN, and makes c10's CPU allocator fill every new block with junk, so
+// that a kernel reading memory it never wrote shows up as NaN in a result.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 namespace lstm_ext::cpu {
 
+// Raises a clear error, instead of wrapping, when the byte count overflows.
 at::Tensor cached_empty(at::IntArrayRef sizes, const at::TensorOptions& options);
+
+bool poison_freed_memory();
 
 } // namespace lstm_ext::cpu

@@ -7,6 +7,11 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
+#include <c10/util/safe_numerics.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
 
 namespace lstm_ext::cpu {
 
@@ -51,6 +56,21 @@ inline void check_optional_arg(const char* op, const char* name,
   if (t.has_value() && t->defined()) {
     check_arg(op, name, *t, expected, layout, dtype);
   }
+}
+
+// A buffer of shape `sizes` that the kernel will allocate and index with
+// int64 arithmetic must have a byte count that fits: sizes come from user
+// tensors, and an expanded one claims any size at no cost (a wrapped product
+// once handed a 2 MiB block to a 2^62-element tensor).
+inline void check_buffer_fits(const char* op, const char* what,
+                              std::initializer_list<int64_t> sizes, at::ScalarType dtype) {
+  uint64_t bytes = 0;
+  const bool overflows =
+      c10::safe_multiplies_u64(sizes.begin(), sizes.end(), &bytes) ||
+      c10::mul_overflows(bytes, uint64_t(c10::elementSize(dtype)), &bytes) ||
+      bytes > uint64_t(std::numeric_limits<int64_t>::max());
+  TORCH_CHECK(!overflows, op, ": the ", what, " buffer of shape ", at::IntArrayRef(sizes),
+              " would need more than 2^63 bytes; the arguments' sizes are too large");
 }
 
 // Raw pointer of a contiguous copy of an optional tensor, or nullptr. `keep`

@@ -49,7 +49,13 @@ void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, dou
   const double flops = 2.0 * a.size(0) * a.size(1) * b.size(1);
   if (out.numel() == 0) return;
   if (a.size(1) == 0) {  // empty reduction: a @ b is zero
-    out.mul_(beta);
+    // beta == 0 means "out is not read" (as in BLAS): it may hold anything,
+    // NaN included, and NaN * 0 would stay NaN.
+    if (beta == 0.0) {
+      const_cast<at::Tensor&>(out).zero_();
+    } else {
+      const_cast<at::Tensor&>(out).mul_(beta);
+    }
     return;
   }
   if (out.scalar_type() == at::kFloat && flops >= kOneDnnMinFlops && onednn() != nullptr) {
@@ -69,6 +75,10 @@ namespace {
 at::Tensor gemm_op(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0),
               "gemm: expected a (m, k) and b (k, n), but got ", a.sizes(), " and ", b.sizes());
+  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu(),
+              "gemm: expected a and b on the cpu, but got ", a.device(), " and ", b.device());
+  TORCH_CHECK(a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble,
+              "gemm: expected a to be float32 or float64, but got ", a.scalar_type());
   TORCH_CHECK(a.scalar_type() == b.scalar_type(), "gemm: a is ", a.scalar_type(), " but b is ",
               b.scalar_type());
   at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());

@@ -33,6 +33,7 @@ CellSizes check_cell_args(const char* op, const Tensor& input, const Tensor& hx,
   check_arg(op, "w_ih", w_ih, {4 * s.hidden, s.input}, "(4 * hidden_size, input_size)", dtype);
   check_arg(op, "hx", hx, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
   check_arg(op, "cx", cx, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
+  check_buffer_fits(op, "gates", {s.batch, 4, s.hidden}, dtype);
   return s;
 }
 

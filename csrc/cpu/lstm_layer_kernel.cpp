@@ -56,6 +56,10 @@ LayerSizes check_layer_args(const char* op, const Tensor& input, const Tensor& h
   check_arg(op, "w_ih", w_ih, {4 * s.hidden, s.input}, "(4 * hidden_size, input_size)", dtype);
   check_arg(op, "hx", hx, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
   check_arg(op, "cx", cx, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
+  check_buffer_fits(op, "gates", {s.steps, s.batch, 4, s.hidden}, dtype);
+  check_buffer_fits(op, "input", {s.steps, s.batch, s.input}, dtype);
+  // The step kernels' packed W_hh: at most 4 * H * (H + 15) elements.
+  check_buffer_fits(op, "packed w_hh", {4, s.hidden, s.hidden + 16}, dtype);
 
   s.batch_sizes.assign(s.steps, s.batch);
   if (lengths.has_value() && lengths->defined()) {

@@ -10,6 +10,8 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "lstm_pointwise.h"
@@ -33,10 +35,27 @@ inline void store(const Vectorized<T>& v, T* p, int64_t n) {
 // exp_u20 is a short inline polynomial (no call) whose ~1e-6 relative error is
 // below float32's tolerance; float64 maps it to the exact exp. It is several
 // times cheaper than Sleef's tanh, which dominated the pointwise pass.
+//
+// But its float32 versions clamp the argument with min/max, which turns NaN
+// into a finite number (exp(NaN) = 3.4e38) and stops exp short of overflow
+// (exp(+inf) = 3.4e38, so sigmoid(-inf) = 3e-39, not 0, and 3e-39 * inf is
+// inf where nn.LSTM's 0 * inf is NaN). Both are put back here, so that NaN
+// and +-inf flow through every kernel as they do through torch.nn.
+template <typename T>
+inline Vectorized<T> exp_ieee(const Vectorized<T>& x) {
+  using Vec = Vectorized<T>;
+  // log(FLT_MAX) (0x42b17218): the largest argument whose exp is finite in
+  // float32; past it, exp_u20 saturates instead of returning inf.
+  const Vec overflow(std::is_same_v<T, float> ? T(88.7228394) : T(709.782712893384));
+  Vec e = x.exp_u20();
+  e = Vec::blendv(e, Vec(std::numeric_limits<T>::infinity()), x > overflow);
+  return Vec::blendv(e, x, x.isnan());
+}
+
 template <typename T>
 inline Vectorized<T> sigmoid(const Vectorized<T>& x) {
   const Vectorized<T> one(T(1));
-  return one / (one + x.neg().exp_u20());
+  return one / (one + exp_ieee(x.neg()));
 }
 
 // tanh(x) = 2 sigmoid(2x) - 1: absolute error ~1e-7 in float32.
