@@ -7,6 +7,11 @@
 #                  application, and run it next to Python on the same input
 #   make tutorial  the seed tutorial's demo and training loop on our classes
 #   make bench     the benchmarks (tables on stdout)
+#   make fuzz N=5000        randomized parity with torch.nn.LSTM, N configurations
+#   make test-sanitize      the op tests on an AddressSanitizer + UBSan build
+#   make test-torch TORCH_VERSIONS="2.15.0"
+#                  the op and module tests against other torch releases, each
+#                  in its own environment (.venv-torch-X, build/torch-X)
 # Override the torch pin with e.g. `make test TORCH_SPEC='torch==2.14.1'`.
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,7 +24,7 @@ SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.h
 
 CPP_BUILD := examples/cpp/build
 
-.PHONY: install run test bench clean tutorial cpp deploy
+.PHONY: install run test bench clean tutorial cpp deploy fuzz test-sanitize test-torch
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,10 +64,47 @@ deploy: cpp
 test: install
 	$(PY) -m pytest -q
 
+# The kernels' and modules' tests: what the sanitizer and torch-version runs cover.
+OP_TESTS := tests/test_cell_op.py tests/test_layer_op.py tests/test_op_boundaries.py \
+	tests/test_ieee.py tests/test_fuzz.py tests/test_cell_module.py tests/test_lstm_module.py \
+	tests/test_torchscript.py tests/test_threads.py
+
+N ?= 1000
+fuzz: install
+	LSTM_EXT_FUZZ_N=$(N) $(PY) -m pytest -q tests/test_fuzz.py
+
+# Another build of the op library, loaded instead of lstm_ext/_C.abi3.so by
+# LSTM_EXT_LIBRARY; the Python package is the same source tree.
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g
+SAN_LIB := build/sanitize/lib/lstm_ext/_C.abi3.so
+$(SAN_LIB): $(VENV)/.deps $(SOURCES)
+	CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(PY) setup.py --quiet build_ext \
+		--build-temp build/sanitize/temp --build-lib build/sanitize/lib
+
+# Python itself is not instrumented: the sanitizer runtimes are preloaded, and
+# leak checking is off (the interpreter keeps its objects until exit).
+test-sanitize: install $(SAN_LIB)
+	LSTM_EXT_LIBRARY=$(abspath $(SAN_LIB)) \
+	LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_odr_violation=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	$(PY) -m pytest -q $(OP_TESTS)
+
+TORCH_VERSIONS ?= 2.15.0
+test-torch: $(foreach v,$(TORCH_VERSIONS),test-torch-$(v))
+test-torch-%:
+	test -x .venv-torch-$*/bin/python || $(PYTHON) -m venv .venv-torch-$*
+	.venv-torch-$*/bin/python -m pip install --quiet "torch==$*" numpy \
+		"setuptools>=64" wheel ninja pytest expecttest
+	PATH="$(abspath .venv-torch-$*)/bin:$$PATH" .venv-torch-$*/bin/python setup.py --quiet \
+		build_ext --build-temp build/torch-$*/temp --build-lib build/torch-$*/lib
+	PYTHONPATH=$(CURDIR) LSTM_EXT_LIBRARY=$(CURDIR)/build/torch-$*/lib/lstm_ext/_C.abi3.so \
+		.venv-torch-$*/bin/python -m pytest -q -p no:cacheprovider $(OP_TESTS)
+
 bench: install
 	$(PY) benchmarks/bench_cell.py
 	$(PY) benchmarks/bench_layer.py
 	$(PY) benchmarks/bench_streaming.py
 
 clean:
-	rm -rf $(VENV) build $(CPP_BUILD) lstm_ext/*.so *.egg-info
+	rm -rf $(VENV) .venv-torch-* build $(CPP_BUILD) lstm_ext/*.so *.egg-info

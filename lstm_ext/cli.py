@@ -1,6 +1,6 @@
 """Command line: ``python -m lstm_ext {train,forecast,export}`` (also ``lstm-ext``)."""
 import argparse
-import json
+import math
 import os
 import sys
 from typing import List, Optional
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from . import data
-
+from .settings import LIMITS
 
 
 def _train(args) -> int:
@@ -23,48 +23,44 @@ def _train(args) -> int:
     return 0
 
 
-def _load_scripted(path: str):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such model file (train first: python -m lstm_ext train)")
-    try:
-        return torch.jit.load(path)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a TorchScript model file "
-                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
-
-
 def recursive_forecast(forecaster, history: np.ndarray, window: int, steps: int) -> np.ndarray:
     """The next `steps` values after `history`, feeding forecasts back in when
-    `steps` exceeds the model's horizon."""
+    `steps` exceeds the model's horizon. ValueError if a forecast is not finite."""
     values = list(history[-window:])
     out: List[float] = []
     with torch.no_grad():
         while len(out) < steps:
             x = torch.tensor(values[-window:], dtype=torch.float32).reshape(1, -1, 1)
             pred = forecaster(x)[0].double().tolist()
+            bad = next((k for k, v in enumerate(pred) if not math.isfinite(v)), None)
+            if bad is not None:
+                raise ValueError(f"its forecast {len(out) + bad + 1} step(s) ahead is not "
+                                 f"finite ({pred[bad]}): the model overflows float32 here")
             out.extend(pred)
             values.extend(pred)
     return np.array(out[:steps])
 
 
+def _last_line(exc: BaseException) -> str:
+    """TorchScript errors end with the error raised; others have one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 def _forecast(args) -> int:
-    from .train import forecaster_from_checkpoint, load_checkpoint
+    from .train import forecaster_from_checkpoint, load_checkpoint, load_exported
     if args.checkpoint:
-        ckpt = load_checkpoint(args.checkpoint)
+        source = args.checkpoint
+        ckpt = load_checkpoint(source)
         forecaster = forecaster_from_checkpoint(ckpt)
         meta = {"window": ckpt["config"]["window"], "column": None, "time_column": None}
         cfg = ckpt["config"]
         if cfg["csv"] is None:
             meta.update(column=data.DEFAULT_COLUMN, time_column=data.DEFAULT_TIME_COLUMN)
     else:
-        forecaster = _load_scripted(args.model)
-        meta_path = os.path.splitext(args.model)[0] + ".json"
-        if not os.path.isfile(meta_path):
-            raise FileNotFoundError(f"{meta_path}: the model's metadata is missing "
-                                    "(it is written next to the model by train/export)")
-        with open(meta_path) as f:
-            meta = json.load(f)
-    window = int(meta["window"])
+        source = args.model
+        forecaster, meta = load_exported(source)
+    window = meta["window"]
     if args.csv is None:
         series = data.load_series()
     else:
@@ -74,7 +70,12 @@ def _forecast(args) -> int:
     if len(series) < window:
         raise data.DataError(f"{series.source}: {len(series)} values, fewer than the model's "
                              f"window of {window}")
-    values = recursive_forecast(forecaster, series.values, window, args.steps)
+    try:
+        values = recursive_forecast(forecaster, series.values, window, args.steps)
+    except ValueError as exc:  # a forecast overflowed float32
+        raise ValueError(f"{source}: {exc}") from None
+    except (RuntimeError, torch.jit.Error) as exc:
+        raise ValueError(f"{source}: the model failed ({_last_line(exc)})") from None
     times = None
     if series.times is not None and len(series.times) > 1:
         step = np.median(np.diff(series.times.values))
@@ -85,8 +86,12 @@ def _forecast(args) -> int:
         lines.append(f"{label},{v:.9g}")
     text = "\n".join(lines) + "\n"
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
+        try:
+            with open(args.output, "w") as f:
+                f.write(text)
+        except OSError as exc:
+            raise ValueError(f"--output {args.output}: cannot write the forecast there "
+                             f"({exc.strerror})") from None
         print(f"wrote {args.steps} forecast steps to {args.output}")
     else:
         sys.stdout.write(text)
@@ -94,11 +99,12 @@ def _forecast(args) -> int:
 
 
 def _export(args) -> int:
-    from .train import META_FILE, TrainConfig, export, forecaster_from_checkpoint, load_checkpoint
+    from .train import (META_FILE, TrainConfig, export, forecaster_from_checkpoint,
+                        load_checkpoint, make_out_dir)
     ckpt = load_checkpoint(args.checkpoint)
     cfg = TrainConfig(**ckpt["config"])
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
-    os.makedirs(out, exist_ok=True)
+    make_out_dir(out)
     meta = {"format": "lstm_ext.forecaster/1", "column": cfg.column or data.DEFAULT_COLUMN,
             "time_column": cfg.time_column or (None if cfg.csv else data.DEFAULT_TIME_COLUMN),
             "window": cfg.window, "horizon": cfg.horizon, "season": cfg.season,
@@ -108,8 +114,27 @@ def _export(args) -> int:
     return 0
 
 
+def _option(name: str):
+    """An argparse ``type=`` function for setting ``name``: errors name the option."""
+    limit = LIMITS[name]
+
+    def parse(text: str):
+        try:
+            return limit.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """Reports a bad command line in one line (the usage is in --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lstm_ext",
+    parser = _Parser(prog="python -m lstm_ext",
                                      description="Train, evaluate, forecast and export LSTM "
                                                  "forecasters with lstm_ext's C++ kernels.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,18 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--csv", help="a CSV file with your own series (default: the embedded CO2 data)")
     t.add_argument("--column", help="the numeric column to forecast")
     t.add_argument("--time-column", help="a date/time column (orders rows, fills gaps in time)")
-    t.add_argument("--window", type=int, default=104, help="past steps the model sees (default 104)")
-    t.add_argument("--horizon", type=int, default=13, help="future steps it predicts (default 13)")
-    t.add_argument("--season", type=int, default=52,
+    t.add_argument("--window", type=_option("window"), default=104,
+                   help="past steps the model sees (default 104)")
+    t.add_argument("--horizon", type=_option("horizon"), default=13,
+                   help="future steps it predicts (default 13)")
+    t.add_argument("--season", type=_option("season"), default=52,
                    help="seasonal period for the seasonal-naive baseline (default 52)")
-    t.add_argument("--hidden-size", type=int, default=32)
-    t.add_argument("--num-layers", type=int, default=1)
-    t.add_argument("--lr", type=float, default=0.005)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--epochs", type=int, default=60)
-    t.add_argument("--patience", type=int, default=10,
+    t.add_argument("--hidden-size", type=_option("hidden_size"), default=32)
+    t.add_argument("--num-layers", type=_option("num_layers"), default=1)
+    t.add_argument("--lr", type=_option("lr"), default=0.005)
+    t.add_argument("--batch-size", type=_option("batch_size"), default=64)
+    t.add_argument("--epochs", type=_option("epochs"), default=60)
+    t.add_argument("--patience", type=_option("patience"), default=10,
                    help="stop after this many epochs without a better validation loss")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_option("seed"), default=0)
     t.add_argument("--out", default=os.path.join("runs", "co2"),
                    help="output folder (default runs/co2)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -144,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--csv", help="the series to continue (default: the embedded CO2 data)")
     f.add_argument("--column")
     f.add_argument("--time-column")
-    f.add_argument("--steps", type=int, default=52, help="how many steps ahead (default 52)")
+    f.add_argument("--steps", type=_option("steps"), default=52,
+                   help="how many steps ahead (default 52)")
     f.add_argument("--output", "-o", help="write CSV here instead of standard output")
     f.set_defaults(func=_forecast)
 
@@ -158,11 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "steps", 1) < 1:
-        parser.error("--steps must be >= 1")
     try:
         return args.func(args)
-    except (data.DataError, FileNotFoundError, ValueError) as exc:
+    except (data.DataError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

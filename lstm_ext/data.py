@@ -10,11 +10,21 @@ from typing import Dict, List, Optional
 import numpy as np
 import pandas as pd
 
+from .settings import FLOAT32_TINY
+
 DEFAULT_CSV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                            "mauna_loa_co2_weekly.csv")
 DEFAULT_COLUMN = "co2"
 DEFAULT_TIME_COLUMN = "date"
 DEFAULT_SEASON = 52  # weeks: the default series' seasonal period
+
+# The model computes in float32 (largest value 3.4e38). Changes double a
+# series' range and forecasts extrapolate, so values must stay well inside it.
+VALUE_LIMIT = 1e36
+# The model sees changes divided by their typical size in the training part and
+# its loss squares them: beyond this ratio float32 overflows (or the series is
+# flat in training and wild later, which no model learns from).
+SCALED_LIMIT = 1e12
 
 
 class DataError(ValueError):
@@ -94,6 +104,12 @@ def load_series(csv: Optional[str] = None, column: Optional[str] = None,
     if not np.isfinite(values.dropna().to_numpy(dtype=float)).all():
         row = int((~np.isfinite(values.fillna(0).to_numpy(dtype=float))).nonzero()[0][0])
         raise DataError(f"{source}: column '{column}', line {row + 2}: infinite value")
+    too_big = (values.abs() > VALUE_LIMIT).to_numpy().nonzero()[0]
+    if len(too_big):
+        row = int(too_big[0])
+        raise DataError(f"{source}: column '{column}', line {row + 2}: {raw.iloc[row]} is too "
+                        f"large; the model computes in float32, so values must lie within "
+                        f"+-{VALUE_LIMIT:g}")
     if values.isna().all():
         raise DataError(f"{source}: column '{column}' has no values (all {len(values)} missing)")
 
@@ -185,3 +201,32 @@ def check_long_enough(series: Series, split: Split, window: int, horizon: int) -
             f"{series.source}: column '{series.column}' has {len(series)} values, too few for "
             f"--window {window} and --horizon {horizon}: the {', '.join(counts)} part(s) get no "
             f"complete window (need roughly {need} values, or a shorter --window)")
+
+
+def check_scaled(series: Series, scaler: Scaler) -> None:
+    """What the model computes in float32 must be normal, finite float32 numbers:
+    the series' changes, and the changes divided by their typical size."""
+    where = f"{series.source}: column '{series.column}'"
+    peak = float(np.abs(np.diff(series.values)).max()) if len(series) > 1 else 0.0
+    typical = min(scaler.scale, scaler.target_scale)
+    small = min(peak, typical)
+    if peak > 0 and small < FLOAT32_TINY:  # (Scaler.fit gives 1 when float64 underflows)
+        raise DataError(
+            f"{where}: its changes are of the order of {small:.3g}, too small for the model, "
+            f"which computes in float32 (smallest normal number {FLOAT32_TINY:.3g}); "
+            f"rescale the series")
+    ratio = float(series.values.max() - series.values.min()) / typical
+    if ratio > SCALED_LIMIT:
+        raise DataError(
+            f"{where}: its values span {ratio:.3g} times the typical change in its training "
+            f"part; the model computes in float32 and handles at most {SCALED_LIMIT:g} "
+            f"(rescale the series, or drop a nearly flat stretch)")
+
+
+def check_season(series: Series, split: Split, season: int) -> None:
+    """The seasonal-naive baseline looks one season back from the test part."""
+    if season > split.val_end:
+        raise DataError(
+            f"{series.source}: column '{series.column}': --season {season} is longer than the "
+            f"{split.val_end} values before the test part, from which the seasonal-naive "
+            f"baseline looks one season back (use --season <= {split.val_end})")

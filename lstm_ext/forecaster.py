@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .model import LSTMModel
+from .settings import LIMITS
 
 
 class Forecaster(nn.Module):
@@ -55,3 +56,23 @@ class Forecaster(nn.Module):
         h, c, prev = state  # zeros after the first value: the LSTM's own initial state
         pred, (h, c) = self.model.step((x - prev) / self.scale, (h, c))
         return x + pred * self.target_scale, (h, c, x)
+
+
+def check_scripted(module) -> None:
+    """Raises ValueError unless ``module`` (from ``torch.jit.load``) is a scripted
+    Forecaster: its type, its ``forward`` and ``step`` methods, and its
+    constants (window, horizon, scaling) with the values a Forecaster can have."""
+    name = getattr(module, "original_name", type(module).__name__)
+    if not isinstance(module, torch.jit.ScriptModule) or name != "Forecaster":
+        raise ValueError(f"not an lstm_ext Forecaster, but a {name}")
+    for method in ("forward", "step"):
+        if not callable(getattr(module, method, None)):
+            raise ValueError(f"a Forecaster without a '{method}' method")
+    for attr in ("window", "horizon", "scale", "target_scale"):
+        try:
+            LIMITS[attr].check(getattr(module, attr, None))
+        except ValueError as exc:
+            raise ValueError(f"Forecaster attribute '{attr}': {exc}") from None
+    if getattr(module, "input_size", None) != 1:
+        raise ValueError(f"Forecaster attribute 'input_size': expected 1, "
+                         f"but got {getattr(module, 'input_size', None)!r}")

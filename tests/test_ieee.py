@@ -114,6 +114,21 @@ def test_nan_inf_like_torch_nn(where, value, gate, dtype, path):
     assert case_mismatches(dtype, path, where, value, gate) == []
 
 
+@pytest.mark.parametrize("env", [{"ATEN_CPU_CAPABILITY": "default"},
+                                 {"ATEN_CPU_CAPABILITY": "avx2"},
+                                 {"LSTM_EXT_GEMM": "aten"}],
+                         ids=["default_build", "avx2_build", "aten_gemm"])
+def test_other_builds(env):
+    """The whole matrix again in a process that runs another kernel build (or
+    ATen's GEMMs with separate pointwise passes instead of the step kernels)."""
+    done = subprocess.run([sys.executable, os.path.abspath(__file__)], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    wanted = env.get("ATEN_CPU_CAPABILITY")
+    if wanted == "default" or (wanted == "avx2" and lstm_ext.pointwise_capability() != "default"):
+        assert f"({wanted} build)" in done.stdout, done.stdout[-500:]
+
+
 def main():
     """Runs the whole matrix; prints each mismatch and a count."""
     bad = 0
