@@ -9,7 +9,7 @@
 #   make bench     the benchmarks (tables on stdout)
 #   make fuzz N=5000        randomized parity with torch.nn.LSTM, N configurations
 #   make test-sanitize      the op tests on an AddressSanitizer + UBSan build
-#   make test-torch TORCH_VERSIONS="2.15.0"
+#   make test-torch TORCH_VERSIONS="2.11.0 2.15.0"
 #                  the op and module tests against other torch releases, each
 #                  in its own environment (.venv-torch-X, build/torch-X)
 # Override the torch pin with e.g. `make test TORCH_SPEC='torch==2.14.1'`.
@@ -90,7 +90,7 @@ test-sanitize: install $(SAN_LIB)
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(PY) -m pytest -q $(OP_TESTS)
 
-TORCH_VERSIONS ?= 2.15.0
+TORCH_VERSIONS ?= 2.11.0 2.15.0
 test-torch: $(foreach v,$(TORCH_VERSIONS),test-torch-$(v))
 test-torch-%:
 	test -x .venv-torch-$*/bin/python || $(PYTHON) -m venv .venv-torch-$*
