@@ -20,7 +20,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MAX_JOBS ?= 2
 
-SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.h)
+SOURCES := setup.py pyproject.toml csrc/sources.txt $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h csrc/*/*/*.cpp csrc/*/*/*.h)
 
 CPP_BUILD := examples/cpp/build
 
@@ -65,13 +65,14 @@ test: install
 	$(PY) -m pytest -q
 
 # The kernels' and modules' tests: what the sanitizer and torch-version runs cover.
-OP_TESTS := tests/test_cell_op.py tests/test_layer_op.py tests/test_op_boundaries.py \
-	tests/test_ieee.py tests/test_fuzz.py tests/test_cell_module.py tests/test_lstm_module.py \
-	tests/test_torchscript.py tests/test_threads.py
+OP_TESTS := tests/ops/test_cell_op.py tests/ops/test_layer_op.py tests/ops/test_gemm_op.py \
+	tests/ops/test_op_boundaries.py tests/ops/test_ieee.py tests/ops/test_fuzz.py \
+	tests/ops/test_threads.py tests/ops/test_processes.py tests/nn/test_cell_module.py \
+	tests/nn/test_lstm_module.py tests/nn/test_model.py tests/nn/test_torchscript.py
 
 N ?= 1000
 fuzz: install
-	LSTM_EXT_FUZZ_N=$(N) $(PY) -m pytest -q tests/test_fuzz.py
+	LSTM_EXT_FUZZ_N=$(N) $(PY) -m pytest -q tests/ops/test_fuzz.py
 
 # Another build of the op library, loaded instead of lstm_ext/_C.abi3.so by
 # LSTM_EXT_LIBRARY; the Python package is the same source tree.

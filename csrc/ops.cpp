@@ -1,6 +1,11 @@
 // The op schemas: the single source of truth for every consumer (eager Python,
-// TorchScript, torch.export, C++ programs). Kernels register elsewhere with
-// TORCH_LIBRARY_IMPL; fake (meta) kernels and Python autograd live in lstm_ext/_ops.py.
+// TorchScript, torch.export, C++ programs). C++ code calls them through
+// ops.h, which declares each op's C++ signature once.
+//
+// Who implements an op registers with TORCH_LIBRARY_IMPL + LSTM_EXT_IMPL next
+// to its code: the CPU kernels in cpu/*_kernel.cpp, autograd (in C++, so that
+// TorchScript and C++ programs have gradients too) in autograd/; the fake
+// (meta) kernels, which only state output shapes, are in Python (lstm_ext/).
 //
 // Conventions shared by all ops:
 //   * gate order is i, f, g, o (as torch.nn.LSTM), weights are (4H, I) and (4H, H);
@@ -9,18 +14,23 @@
 //   * backward ops take output_mask, one flag per gradient they return
 //     (input, hx, cx, w_ih, w_hh, bias): a false flag skips that gradient's work
 //     and returns an undefined tensor (None in Python), as ATen's own backward
-//     ops do.
+//     ops do;
+//   * a forward op takes (input, hx, cx, w_ih, w_hh, b_ih, b_hh, extra...) and
+//     returns its differentiable outputs first; its backward op takes their
+//     gradients, then input, hx, cx, w_ih, w_hh, then the forward outputs it
+//     reads, then the extra inputs, then output_mask (the shape autograd/
+//     relies on).
 #include <torch/library.h>
 
 #include <string>
 
-#include "cpu/lstm_pointwise.h"
+#include "cpu/vec/dispatch.h"
 
 TORCH_LIBRARY(lstm_ext, m) {
-  // Which build of the vectorised pointwise kernels this CPU runs: "avx512",
+  // Which build of the vector kernels (cpu/vec/) this CPU runs: "avx512",
   // "avx2" or "default" (benchmarks print it next to their figures).
   m.def("pointwise_capability() -> str",
-        [] { return std::string(lstm_ext::cpu::pointwise_capability()); });
+        [] { return std::string(lstm_ext::cpu::vec::capability_name()); });
   // a @ b on the GEMM the kernels use for that shape (oneDNN or ATen's MKL):
   // lets the benchmarks measure the machine's GEMM ceiling and floor as the
   // kernels see them.

@@ -1,13 +1,14 @@
 #include "buffer_cache.h"
 
 #include <ATen/ATen.h>
-#include <c10/util/safe_numerics.h>
 
 #include <cstdlib>
 #include <limits>
 #include <map>
 #include <mutex>
-#include <string>
+
+#include "checks.h"
+#include "config.h"
 
 namespace lstm_ext::cpu {
 namespace {
@@ -17,10 +18,7 @@ constexpr size_t kAlignment = 64;
 
 class BlockCache {
  public:
-  BlockCache() {
-    const char* mb = std::getenv("LSTM_EXT_CACHE_MB");
-    limit_ = (mb != nullptr ? std::strtoull(mb, nullptr, 10) : 512ull) << 20;
-  }
+  BlockCache() : limit_(config().cache_limit_bytes) {}
 
   size_t limit() const { return limit_; }
 
@@ -57,7 +55,7 @@ class BlockCache {
   std::mutex mutex_;
   std::multimap<size_t, void*> free_;
   size_t cached_ = 0;
-  size_t limit_ = 0;
+  const size_t limit_;
 };
 
 // Never destroyed: tensors may be freed during static destruction.
@@ -68,21 +66,11 @@ BlockCache& cache() {
 
 } // namespace
 
-bool poison_freed_memory() {
-  static const bool poison = [] {
-    const char* v = std::getenv("LSTM_EXT_POISON");
-    return v != nullptr && std::string(v) != "" && std::string(v) != "0";
-  }();
-  return poison;
-}
-
 at::Tensor cached_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
   // Sizes come from user tensors, and expanded ones can claim any size at no
   // cost: a wrapped byte count would hand out a small block for a huge tensor.
   uint64_t bytes = 0;
-  TORCH_CHECK(!c10::safe_multiplies_u64(sizes, &bytes) &&
-                  !c10::mul_overflows(bytes, uint64_t(options.dtype().itemsize()), &bytes) &&
-                  bytes <= uint64_t(std::numeric_limits<int64_t>::max()),
+  TORCH_CHECK(buffer_bytes(sizes, options.dtype().itemsize(), &bytes),
               "lstm_ext: a buffer of shape ", sizes, " and dtype ", options.dtype(),
               " needs more bytes than this machine can address");
   at::Tensor out;
@@ -93,7 +81,7 @@ at::Tensor cached_empty(at::IntArrayRef sizes, const at::TensorOptions& options)
     out = at::from_blob(
         p, sizes, [bytes](void* q) { cache().give_back(q, bytes); }, options);
   }
-  if (poison_freed_memory() && out.is_floating_point()) {
+  if (config().poison && out.is_floating_point()) {
     out.fill_(std::numeric_limits<double>::quiet_NaN());
   }
   return out;
@@ -108,7 +96,7 @@ extern bool FLAGS_caffe2_cpu_allocator_do_junk_fill __attribute__((weak));
 
 namespace {
 const bool kJunkFillSet = [] {
-  if (lstm_ext::cpu::poison_freed_memory() && &FLAGS_caffe2_cpu_allocator_do_junk_fill != nullptr) {
+  if (lstm_ext::cpu::config().poison && &FLAGS_caffe2_cpu_allocator_do_junk_fill != nullptr) {
     FLAGS_caffe2_cpu_allocator_do_junk_fill = true;
   }
   return true;

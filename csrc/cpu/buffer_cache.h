@@ -6,7 +6,8 @@
 // an 86 ms training step at (64, 256, 256, 100)); oneDNN's LSTM avoids this
 // with its cached scratchpad. Blocks of 1 MiB and more are kept here when freed
 // and handed out again for the same size, up to LSTM_EXT_CACHE_MB in total
-// (default 512; 0 turns the cache off). Contents are uninitialised.
+// (default 512; 0 turns the cache off; read in config.cpp). Contents are
+// uninitialised.
 //
 // LSTM_EXT_POISON=1 (set by the test suite) fills every buffer handed out here
 // with NaN, and makes c10's CPU allocator fill every new block with junk, so
@@ -19,7 +20,5 @@ namespace lstm_ext::cpu {
 
 // Raises a clear error, instead of wrapping, when the byte count overflows.
 at::Tensor cached_empty(at::IntArrayRef sizes, const at::TensorOptions& options);
-
-bool poison_freed_memory();
 
 } // namespace lstm_ext::cpu

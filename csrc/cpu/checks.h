@@ -1,7 +1,12 @@
-// Argument validation shared by the CPU kernels. Every message names the op,
-// the argument, and the expected vs actual shape/dtype/device, because these
-// ops are reached from Python, TorchScript and C++ alike and the first thing a
-// user sees of a mistake is this text.
+// Every argument check of the CPU kernels. Every message names the op, the
+// argument, and the expected vs actual shape/dtype/device, because these ops
+// are reached from Python, TorchScript and C++ alike and the first thing a
+// user sees of a mistake is this text (the tests match on it: keep it as is).
+//
+// The LSTM ops check their arguments in one order: input (its dtype decides
+// the computation's), w_hh (it gives hidden_size), w_ih, hx, cx, then the
+// op's own tensors, then the optional ones. Only the first failing check is
+// reported, so the order is part of what a user sees.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -58,6 +63,15 @@ inline void check_optional_arg(const char* op, const char* name,
   }
 }
 
+// The byte count of a buffer of `sizes` elements of `itemsize` bytes, in
+// `bytes`; false where it overflows or exceeds int64 (what sizes and offsets
+// are computed in).
+inline bool buffer_bytes(at::IntArrayRef sizes, size_t itemsize, uint64_t* bytes) {
+  return !c10::safe_multiplies_u64(sizes, bytes) &&
+         !c10::mul_overflows(*bytes, uint64_t(itemsize), bytes) &&
+         *bytes <= uint64_t(std::numeric_limits<int64_t>::max());
+}
+
 // A buffer of shape `sizes` that the kernel will allocate and index with
 // int64 arithmetic must have a byte count that fits: sizes come from user
 // tensors, and an expanded one claims any size at no cost (a wrapped product
@@ -65,13 +79,90 @@ inline void check_optional_arg(const char* op, const char* name,
 inline void check_buffer_fits(const char* op, const char* what,
                               std::initializer_list<int64_t> sizes, at::ScalarType dtype) {
   uint64_t bytes = 0;
-  const bool overflows =
-      c10::safe_multiplies_u64(sizes.begin(), sizes.end(), &bytes) ||
-      c10::mul_overflows(bytes, uint64_t(c10::elementSize(dtype)), &bytes) ||
-      bytes > uint64_t(std::numeric_limits<int64_t>::max());
-  TORCH_CHECK(!overflows, op, ": the ", what, " buffer of shape ", at::IntArrayRef(sizes),
+  TORCH_CHECK(buffer_bytes(sizes, c10::elementSize(dtype), &bytes), op, ": the ", what,
+              " buffer of shape ", at::IntArrayRef(sizes),
               " would need more than 2^63 bytes; the arguments' sizes are too large");
 }
+
+// ---------------------------------------------------------------------------
+// The LSTM ops' arguments.
+
+struct LstmSizes {
+  int64_t batch, input, hidden;
+};
+
+// What every LSTM op checks first, in this order: input (floating, `dim`-D as
+// `layout`, its last two dimensions batch and input_size), w_hh (which gives
+// hidden_size), w_ih, hx, cx.
+inline LstmSizes check_lstm_args(const char* op, const at::Tensor& input, int64_t dim,
+                                 const char* layout, const at::Tensor& hx, const at::Tensor& cx,
+                                 const at::Tensor& w_ih, const at::Tensor& w_hh) {
+  check_floating(op, "input", input);
+  check_dim(op, "input", input, dim, layout);
+  check_defined_cpu(op, "w_hh", w_hh);
+  check_dim(op, "w_hh", w_hh, 2, "(4 * hidden_size, hidden_size)");
+  const LstmSizes s{input.size(dim - 2), input.size(dim - 1), w_hh.size(1)};
+  const auto dtype = input.scalar_type();
+  check_arg(op, "w_hh", w_hh, {4 * s.hidden, s.hidden}, "(4 * hidden_size, hidden_size)", dtype);
+  check_arg(op, "w_ih", w_ih, {4 * s.hidden, s.input}, "(4 * hidden_size, input_size)", dtype);
+  check_arg(op, "hx", hx, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
+  check_arg(op, "cx", cx, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
+  return s;
+}
+
+// The forward ops' optional biases, each (4 * hidden_size).
+inline void check_biases(const char* op, const std::optional<at::Tensor>& b_ih,
+                         const std::optional<at::Tensor>& b_hh, int64_t hidden,
+                         at::ScalarType dtype) {
+  check_optional_arg(op, "b_ih", b_ih, {4 * hidden}, "(4 * hidden_size)", dtype);
+  check_optional_arg(op, "b_hh", b_hh, {4 * hidden}, "(4 * hidden_size)", dtype);
+}
+
+// The backward ops' optional gradients of the final state, each (batch, hidden_size).
+inline void check_state_grads(const char* op, const std::optional<at::Tensor>& grad_hy,
+                              const std::optional<at::Tensor>& grad_cy, const LstmSizes& s,
+                              at::ScalarType dtype) {
+  check_optional_arg(op, "grad_hy", grad_hy, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
+  check_optional_arg(op, "grad_cy", grad_cy, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
+}
+
+// The layer ops' lengths: int64 on the cpu, (batch), each in [1, steps],
+// non-increasing. Returns them contiguous.
+inline at::Tensor check_lengths(const char* op, const at::Tensor& len, int64_t steps,
+                                int64_t batch) {
+  TORCH_CHECK(len.device().is_cpu(), op, ": expected lengths on the cpu, but got ", len.device());
+  TORCH_CHECK(len.scalar_type() == at::kLong, op,
+              ": expected lengths to have dtype int64, but got ", len.scalar_type());
+  TORCH_CHECK(len.dim() == 1 && len.size(0) == batch, op, ": expected lengths of shape [",
+              batch, "] (batch), but got ", len.sizes());
+  at::Tensor len_c = len.contiguous();
+  const int64_t* l = len_c.data_ptr<int64_t>();
+  for (int64_t b = 0; b < batch; ++b) {
+    TORCH_CHECK(l[b] >= 1 && l[b] <= steps, op, ": lengths[", b, "] = ", l[b],
+                " is outside [1, seq_len = ", steps, "]");
+    TORCH_CHECK(b == 0 || l[b] <= l[b - 1], op,
+                ": lengths must be sorted in non-increasing order, but lengths[", b, "] = ", l[b],
+                " > lengths[", b - 1, "] = ", l[b - 1],
+                " (sort the batch first, as pack_padded_sequence(enforce_sorted=False) does)");
+  }
+  return len_c;
+}
+
+// ---------------------------------------------------------------------------
+// The gemm op's arguments.
+
+inline void check_gemm_args(const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0),
+              "gemm: expected a (m, k) and b (k, n), but got ", a.sizes(), " and ", b.sizes());
+  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu(),
+              "gemm: expected a and b on the cpu, but got ", a.device(), " and ", b.device());
+  TORCH_CHECK(a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble,
+              "gemm: expected a to be float32 or float64, but got ", a.scalar_type());
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "gemm: a is ", a.scalar_type(), " but b is ",
+              b.scalar_type());
+}
+
+// ---------------------------------------------------------------------------
 
 // Raw pointer of a contiguous copy of an optional tensor, or nullptr. `keep`
 // owns the copy for as long as the pointer is used.

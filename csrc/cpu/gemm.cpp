@@ -1,10 +1,8 @@
 #include "gemm.h"
 
 #include <ATen/ATen.h>
-#include <torch/library.h>
 
-#include <cstdlib>
-#include <string>
+#include "config.h"
 
 // Declared weak: if this torch lacks the symbol (or changed its signature, and
 // so its mangled name), the address is null and MKL serves every product.
@@ -23,27 +21,13 @@ constexpr double kOneDnnMinFlops = 4.0e6;
 using OneDnnMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float,
                               float);
 
-OneDnnMatmul find_onednn_matmul() {
-  // LSTM_EXT_GEMM=aten keeps every product on ATen's GEMM (for comparisons).
-  const char* choice = std::getenv("LSTM_EXT_GEMM");
-  if (choice != nullptr && std::string(choice) == "aten") return nullptr;
-  return &at::native::mkldnn_matmul;
-}
-
 OneDnnMatmul onednn() {
-  static const OneDnnMatmul fn = find_onednn_matmul();
+  // LSTM_EXT_GEMM=aten keeps every product on ATen's GEMM (for comparisons).
+  static const OneDnnMatmul fn = config().onednn_gemm ? &at::native::mkldnn_matmul : nullptr;
   return fn;
 }
 
 } // namespace
-
-bool use_step_kernels() {
-  static const bool allowed = [] {
-    const char* choice = std::getenv("LSTM_EXT_GEMM");
-    return choice == nullptr || std::string(choice) != "aten";
-  }();
-  return allowed;
-}
 
 void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, double beta) {
   const double flops = 2.0 * a.size(0) * a.size(1) * b.size(1);
@@ -65,31 +49,6 @@ void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, dou
   } else {
     const_cast<at::Tensor&>(out).addmm_(a, b, beta, 1.0);
   }
-}
-
-} // namespace lstm_ext::cpu
-
-namespace lstm_ext::cpu {
-namespace {
-
-at::Tensor gemm_op(const at::Tensor& a, const at::Tensor& b) {
-  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0),
-              "gemm: expected a (m, k) and b (k, n), but got ", a.sizes(), " and ", b.sizes());
-  TORCH_CHECK(a.device().is_cpu() && b.device().is_cpu(),
-              "gemm: expected a and b on the cpu, but got ", a.device(), " and ", b.device());
-  TORCH_CHECK(a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble,
-              "gemm: expected a to be float32 or float64, but got ", a.scalar_type());
-  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "gemm: a is ", a.scalar_type(), " but b is ",
-              b.scalar_type());
-  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
-  matmul(a, b, out, 0.0);
-  return out;
-}
-
-} // namespace
-
-TORCH_LIBRARY_IMPL(lstm_ext, CPU, m) {
-  m.impl("gemm", &gemm_op);
 }
 
 } // namespace lstm_ext::cpu

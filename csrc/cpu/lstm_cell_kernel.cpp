@@ -1,39 +1,43 @@
-// One LSTM cell step on the CPU: the two gate GEMMs in ATen, everything else in
-// one fused pointwise pass (lstm_pointwise.h). The backward is derived by hand:
-// one pointwise pass gives the pre-activation gradients, then four GEMMs and a
-// reduction give every other gradient.
+// The CPU kernels of lstm_cell_forward and lstm_cell_backward: one LSTM cell
+// step and its gradients.
+//
+// Forward: gates (B, 4H) = x (B, I) @ W_ih^T + h (B, H) @ W_hh^T, by two
+// library GEMMs (gemm.h), or by two GEMVs for a streaming step (B = 1); then
+// one fused pointwise pass (vec::forward_pointwise) adds the biases, applies
+// the activations in place and writes hy, cy (B, H). Returns the activated
+// gates for the backward.
+//
+// Backward: one pointwise pass (vec::backward_pointwise) gives the
+// pre-activation gradients dgates (B, 4H) and grad_cx; then each other
+// gradient is one product or reduction: dx = dgates @ W_ih and dh = dgates @
+// W_hh on the step kernels' small_gemm (W as it lies, no packing; the library
+// GEMM under LSTM_EXT_GEMM=aten), dW_ih =
+// dgates^T @ x and dW_hh = dgates^T @ h on the library GEMM, dbias = the
+// column sums. A gradient masked off by output_mask is not computed.
+//
+// Aliasing: outputs are fresh tensors; inputs are only read (made contiguous
+// first where a kernel needs raw rows).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
 #include <array>
 
+#include "../ops.h"
 #include "checks.h"
+#include "config.h"
 #include "gemm.h"
-#include "lstm_pointwise.h"
+#include "vec/kernels.h"
 
 namespace lstm_ext::cpu {
 namespace {
 
 using at::Tensor;
 
-struct CellSizes {
-  int64_t batch, input, hidden;
-};
-
-CellSizes check_cell_args(const char* op, const Tensor& input, const Tensor& hx,
+LstmSizes check_cell_args(const char* op, const Tensor& input, const Tensor& hx,
                           const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh) {
-  check_floating(op, "input", input);
-  check_dim(op, "input", input, 2, "(batch, input_size)");
-  check_defined_cpu(op, "w_hh", w_hh);
-  check_dim(op, "w_hh", w_hh, 2, "(4 * hidden_size, hidden_size)");
-  const CellSizes s{input.size(0), input.size(1), w_hh.size(1)};
-  const auto dtype = input.scalar_type();
-  check_arg(op, "w_hh", w_hh, {4 * s.hidden, s.hidden}, "(4 * hidden_size, hidden_size)", dtype);
-  check_arg(op, "w_ih", w_ih, {4 * s.hidden, s.input}, "(4 * hidden_size, input_size)", dtype);
-  check_arg(op, "hx", hx, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
-  check_arg(op, "cx", cx, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
-  check_buffer_fits(op, "gates", {s.batch, 4, s.hidden}, dtype);
+  const LstmSizes s = check_lstm_args(op, input, 2, "(batch, input_size)", hx, cx, w_ih, w_hh);
+  check_buffer_fits(op, "gates", {s.batch, 4, s.hidden}, input.scalar_type());
   return s;
 }
 
@@ -41,10 +45,9 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_forward(
     const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
     const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh) {
   constexpr const char* op = "lstm_cell_forward";
-  const CellSizes s = check_cell_args(op, input, hx, cx, w_ih, w_hh);
+  const LstmSizes s = check_cell_args(op, input, hx, cx, w_ih, w_hh);
   const auto dtype = input.scalar_type();
-  check_optional_arg(op, "b_ih", b_ih, {4 * s.hidden}, "(4 * hidden_size)", dtype);
-  check_optional_arg(op, "b_hh", b_hh, {4 * s.hidden}, "(4 * hidden_size)", dtype);
+  check_biases(op, b_ih, b_hh, s.hidden, dtype);
 
   // Biases are added inside the pointwise pass rather than by addmm, which
   // would first need their sum as a separate tensor.
@@ -54,10 +57,10 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_forward(
     AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
       const Tensor x = input.contiguous(), h = hx.contiguous();
       const Tensor wi = w_ih.contiguous(), wh = w_hh.contiguous();
-      gemv_rows<scalar_t>(wi.data_ptr<scalar_t>(), 4 * s.hidden, s.input, x.data_ptr<scalar_t>(),
-                          gates.data_ptr<scalar_t>());
-      gemv_rows<scalar_t>(wh.data_ptr<scalar_t>(), 4 * s.hidden, s.hidden,
-                          h.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>());
+      vec::gemv_rows<scalar_t>(wi.data_ptr<scalar_t>(), 4 * s.hidden, s.input,
+                               x.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>());
+      vec::gemv_rows<scalar_t>(wh.data_ptr<scalar_t>(), 4 * s.hidden, s.hidden,
+                               h.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>());
     });
   } else {
     gates = at::empty({s.batch, 4 * s.hidden}, input.options());
@@ -69,31 +72,29 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_forward(
   Tensor cy = at::empty({s.batch, s.hidden}, input.options());
   AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
     Tensor keep_ih, keep_hh;
-    forward_pointwise<scalar_t>({
-        gates.data_ptr<scalar_t>(),
-        optional_data<scalar_t>(b_ih, keep_ih),
-        optional_data<scalar_t>(b_hh, keep_hh),
-        c_prev.data_ptr<scalar_t>(),
-        cy.data_ptr<scalar_t>(),
-        hy.data_ptr<scalar_t>(),
-        s.batch,
-        s.hidden,
-    });
+    vec::forward_pointwise<scalar_t>({{s.batch, s.hidden},
+                                      gates.data_ptr<scalar_t>(),
+                                      optional_data<scalar_t>(b_ih, keep_ih),
+                                      optional_data<scalar_t>(b_hh, keep_hh),
+                                      c_prev.data_ptr<scalar_t>(),
+                                      cy.data_ptr<scalar_t>(),
+                                      hy.data_ptr<scalar_t>()});
   });
   return {hy, cy, gates};
 }
+
+LSTM_EXT_IMPL(CPU, lstm_cell_forward, lstm_cell_forward)
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
     const std::optional<Tensor>& grad_hy, const std::optional<Tensor>& grad_cy,
     const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
     const Tensor& w_hh, const Tensor& gates, const Tensor& cy, std::array<bool, 6> output_mask) {
   constexpr const char* op = "lstm_cell_backward";
-  const CellSizes s = check_cell_args(op, input, hx, cx, w_ih, w_hh);
+  const LstmSizes s = check_cell_args(op, input, hx, cx, w_ih, w_hh);
   const auto dtype = input.scalar_type();
   check_arg(op, "gates", gates, {s.batch, 4 * s.hidden}, "(batch, 4 * hidden_size)", dtype);
   check_arg(op, "cy", cy, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
-  check_optional_arg(op, "grad_hy", grad_hy, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
-  check_optional_arg(op, "grad_cy", grad_cy, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
+  check_state_grads(op, grad_hy, grad_cy, s, dtype);
 
   const Tensor gates_c = gates.contiguous();
   const Tensor cx_c = cx.contiguous();
@@ -102,18 +103,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
   Tensor grad_cx = at::empty({s.batch, s.hidden}, input.options());
   AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
     Tensor keep_h, keep_c;
-    backward_pointwise<scalar_t>({
-        gates_c.data_ptr<scalar_t>(),
-        cx_c.data_ptr<scalar_t>(),
-        cy_c.data_ptr<scalar_t>(),
-        optional_data<scalar_t>(grad_hy, keep_h),
-        nullptr,
-        optional_data<scalar_t>(grad_cy, keep_c),
-        grad_gates.data_ptr<scalar_t>(),
-        grad_cx.data_ptr<scalar_t>(),
-        s.batch,
-        s.hidden,
-    });
+    vec::backward_pointwise<scalar_t>({{s.batch, s.hidden},
+                                       gates_c.data_ptr<scalar_t>(),
+                                       cx_c.data_ptr<scalar_t>(),
+                                       cy_c.data_ptr<scalar_t>(),
+                                       optional_data<scalar_t>(grad_hy, keep_h),
+                                       nullptr,
+                                       optional_data<scalar_t>(grad_cy, keep_c),
+                                       grad_gates.data_ptr<scalar_t>(),
+                                       grad_cx.data_ptr<scalar_t>()});
   });
   // Each remaining gradient is one GEMM (or reduction), skipped when unmasked.
   auto product = [&](bool wanted, const Tensor& a, const Tensor& b) {
@@ -126,13 +124,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
   // no library call, no packing of W at every step.
   auto through_weight = [&](bool wanted, const Tensor& w) {
     if (!wanted) return Tensor();
-    if (!use_step_kernels()) return product(true, grad_gates, w);
+    if (!config().step_kernels) return product(true, grad_gates, w);
     const Tensor wc = w.contiguous();
     Tensor out = at::empty({s.batch, w.size(1)}, input.options());
     AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
-      small_gemm<scalar_t>(s.batch, w.size(1), 4 * s.hidden, grad_gates.data_ptr<scalar_t>(),
-                           4 * s.hidden, wc.data_ptr<scalar_t>(), w.size(1),
-                           out.data_ptr<scalar_t>(), w.size(1), false);
+      vec::small_gemm<scalar_t>(s.batch, w.size(1), 4 * s.hidden,
+                                grad_gates.data_ptr<scalar_t>(), 4 * s.hidden,
+                                wc.data_ptr<scalar_t>(), w.size(1), out.data_ptr<scalar_t>(),
+                                w.size(1), false);
     });
     return out;
   };
@@ -145,11 +144,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
   return {grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias};
 }
 
+LSTM_EXT_IMPL(CPU, lstm_cell_backward, lstm_cell_backward)
+
 } // namespace
-
-TORCH_LIBRARY_IMPL(lstm_ext, CPU, m) {
-  m.impl("lstm_cell_forward", &lstm_cell_forward);
-  m.impl("lstm_cell_backward", &lstm_cell_backward);
-}
-
 } // namespace lstm_ext::cpu

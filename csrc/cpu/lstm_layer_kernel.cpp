@@ -1,20 +1,27 @@
-// One direction of one LSTM layer over a whole sequence, forward and
-// backpropagation through time, on the CPU.
+// The CPU kernels of lstm_layer_forward and lstm_layer_backward: one
+// direction of one LSTM layer over a whole sequence, forward and
+// backpropagation through time.
+//
+// Shapes: input (T, B, I), time-major; hx, cx (B, H); w_ih (4H, I), w_hh
+// (4H, H); lengths (B). Forward returns output (T, B, H), hy, cy (B, H), and
+// for the backward the activated gates (T, B, 4H) and every c, cs (T, B, H).
+// Aliasing: outputs are fresh (or cached, buffer_cache.h) buffers; inputs are
+// only read.
 //
 // Forward: the input projection of all T*B rows is one GEMM; then each step is
-// one fused kernel (fused_forward_step: the recurrent product for all four
-// gates of a block of hidden units, then the cell update with the biases, in
-// one parallel region) on a copy of W_hh packed once for the sequence.
+// one fused kernel (vec::fused_forward_step: the recurrent product for all
+// four gates of a block of hidden units, then the cell update with the biases,
+// in one parallel region) on a copy of W_hh packed once for the sequence.
 // Everything the backward needs (activated gates, every c) lives in two
 // buffers allocated before the loop.
 //
 // Backward: per step only the pointwise pass and dh = dgates @ W_hh
-// (small_gemm, on W_hh as it lies) are sequential; dx, dW_ih, dW_hh and the
-// bias gradient are one GEMM (or one reduction) each over all T*B rows after
-// the loop.
+// (vec::small_gemm, or vec::gemv_cols for one row, on W_hh as it lies) are
+// sequential; dx, dW_ih, dW_hh and the bias gradient are one GEMM (or one
+// reduction) each over all T*B rows after the loop.
 //
 // LSTM_EXT_GEMM=aten replaces the step kernels by ATen GEMMs plus the
-// pointwise passes, for comparison.
+// pointwise passes, for comparison (config.h).
 //
 // Variable lengths: lengths must be non-increasing, so the rows still running
 // at step t are a prefix [0, batch_sizes[t]) of the batch (the layout of a
@@ -27,18 +34,20 @@
 #include <array>
 #include <vector>
 
+#include "../ops.h"
 #include "buffer_cache.h"
 #include "checks.h"
+#include "config.h"
 #include "gemm.h"
-#include "lstm_pointwise.h"
+#include "vec/kernels.h"
 
 namespace lstm_ext::cpu {
 namespace {
 
 using at::Tensor;
 
-struct LayerSizes {
-  int64_t steps, batch, input, hidden;
+struct LayerSizes : LstmSizes {
+  int64_t steps;
   std::vector<int64_t> batch_sizes;  // rows still running at each step
   bool padded;                       // some row is shorter than `steps`
 };
@@ -46,16 +55,9 @@ struct LayerSizes {
 LayerSizes check_layer_args(const char* op, const Tensor& input, const Tensor& hx,
                             const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh,
                             const std::optional<Tensor>& lengths) {
-  check_floating(op, "input", input);
-  check_dim(op, "input", input, 3, "(seq_len, batch, input_size)");
-  check_defined_cpu(op, "w_hh", w_hh);
-  check_dim(op, "w_hh", w_hh, 2, "(4 * hidden_size, hidden_size)");
-  LayerSizes s{input.size(0), input.size(1), input.size(2), w_hh.size(1), {}, false};
+  LayerSizes s{check_lstm_args(op, input, 3, "(seq_len, batch, input_size)", hx, cx, w_ih, w_hh),
+               input.size(0), {}, false};
   const auto dtype = input.scalar_type();
-  check_arg(op, "w_hh", w_hh, {4 * s.hidden, s.hidden}, "(4 * hidden_size, hidden_size)", dtype);
-  check_arg(op, "w_ih", w_ih, {4 * s.hidden, s.input}, "(4 * hidden_size, input_size)", dtype);
-  check_arg(op, "hx", hx, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
-  check_arg(op, "cx", cx, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
   check_buffer_fits(op, "gates", {s.steps, s.batch, 4, s.hidden}, dtype);
   check_buffer_fits(op, "input", {s.steps, s.batch, s.input}, dtype);
   // The step kernels' packed W_hh: at most 4 * H * (H + 15) elements.
@@ -63,22 +65,8 @@ LayerSizes check_layer_args(const char* op, const Tensor& input, const Tensor& h
 
   s.batch_sizes.assign(s.steps, s.batch);
   if (lengths.has_value() && lengths->defined()) {
-    const Tensor& len = *lengths;
-    TORCH_CHECK(len.device().is_cpu(), op, ": expected lengths on the cpu, but got ", len.device());
-    TORCH_CHECK(len.scalar_type() == at::kLong, op, ": expected lengths to have dtype int64, but got ",
-                len.scalar_type());
-    TORCH_CHECK(len.dim() == 1 && len.size(0) == s.batch, op, ": expected lengths of shape [",
-                s.batch, "] (batch), but got ", len.sizes());
-    const Tensor len_c = len.contiguous();
-    const int64_t* l = len_c.data_ptr<int64_t>();
-    for (int64_t b = 0; b < s.batch; ++b) {
-      TORCH_CHECK(l[b] >= 1 && l[b] <= s.steps, op, ": lengths[", b, "] = ", l[b],
-                  " is outside [1, seq_len = ", s.steps, "]");
-      TORCH_CHECK(b == 0 || l[b] <= l[b - 1], op,
-                  ": lengths must be sorted in non-increasing order, but lengths[", b, "] = ", l[b],
-                  " > lengths[", b - 1, "] = ", l[b - 1],
-                  " (sort the batch first, as pack_padded_sequence(enforce_sorted=False) does)");
-    }
+    const Tensor len = check_lengths(op, *lengths, s.steps, s.batch);
+    const int64_t* l = len.data_ptr<int64_t>();
     for (int64_t t = 0; t < s.steps; ++t) {
       int64_t n = 0;
       while (n < s.batch && l[n] > t) ++n;
@@ -111,8 +99,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   constexpr const char* op = "lstm_layer_forward";
   const LayerSizes s = check_layer_args(op, input, hx, cx, w_ih, w_hh, lengths);
   const auto dtype = input.scalar_type();
-  check_optional_arg(op, "b_ih", b_ih, {4 * s.hidden}, "(4 * hidden_size)", dtype);
-  check_optional_arg(op, "b_hh", b_hh, {4 * s.hidden}, "(4 * hidden_size)", dtype);
+  check_biases(op, b_ih, b_hh, s.hidden, dtype);
   const int64_t T = s.steps, B = s.batch, H = s.hidden;
 
   // The input projection of every step at once; the biases are added by the
@@ -133,7 +120,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   const Tensor c0 = cx.contiguous();
   const Tensor w_hh_t = w_hh.t();
   const Tensor w_hh_c = w_hh.contiguous();
-  const bool fused = use_step_kernels();
+  const bool fused = config().step_kernels;
 
   AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
     Tensor keep_ih, keep_hh;
@@ -148,8 +135,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
     // The fused step kernel's copy of W_hh, packed once for the sequence.
     Tensor packed;
     if (fused) {
-      packed = at::empty({step_weights_size<scalar_t>(H)}, input.options());
-      pack_step_weights<scalar_t>(w_hh_p, H, packed.data_ptr<scalar_t>());
+      packed = at::empty({vec::step_weights_size<scalar_t>(H)}, input.options());
+      vec::pack_step_weights<scalar_t>(w_hh_p, H, packed.data_ptr<scalar_t>());
     }
     for (int64_t t = 0; t < T; ++t) {
       const int64_t n = s.batch_sizes[t];
@@ -157,21 +144,23 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
       const scalar_t* h_prev = t == 0 ? h0.data_ptr<scalar_t>() : out_p + (t - 1) * B * H;
       const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H;
       if (fused) {
-        fused_forward_step<scalar_t>({g, packed.data_ptr<scalar_t>(), h_prev, c_prev,
-                                      cs_p + t * B * H, out_p + t * B * H, bias_ih, bias_hh, n,
-                                      H});
+        vec::fused_forward_step<scalar_t>({g, packed.data_ptr<scalar_t>(), h_prev, c_prev,
+                                           cs_p + t * B * H, out_p + t * B * H, bias_ih,
+                                           bias_hh, n, H});
         continue;
       }
       const Tensor h_rows = t == 0 ? h0.narrow(0, 0, n) : output[t - 1].narrow(0, 0, n);
       matmul(h_rows, w_hh_t, gates[t].narrow(0, 0, n), 1.0);
-      forward_pointwise<scalar_t>({g, bias_ih, bias_hh, c_prev, cs_p + t * B * H,
-                                   out_p + t * B * H, n, H, kLayerElementsPerThread});
+      vec::forward_pointwise<scalar_t>({{n, H, vec::kLayerElementsPerThread}, g, bias_ih, bias_hh,
+                                        c_prev, cs_p + t * B * H, out_p + t * B * H});
     }
   });
   Tensor hy = last_step(output, s, h0);
   Tensor cy = last_step(cs, s, c0);
   return {output, hy, cy, gates, cs};
 }
+
+LSTM_EXT_IMPL(CPU, lstm_layer_forward, lstm_layer_forward)
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
     const std::optional<Tensor>& grad_output, const std::optional<Tensor>& grad_hy,
@@ -186,9 +175,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   check_arg(op, "output", output, {T, B, H}, "(seq_len, batch, hidden_size)", dtype);
   check_arg(op, "gates", gates, {T, B, 4 * H}, "(seq_len, batch, 4 * hidden_size)", dtype);
   check_arg(op, "cs", cs, {T, B, H}, "(seq_len, batch, hidden_size)", dtype);
-  check_optional_arg(op, "grad_output", grad_output, {T, B, H}, "(seq_len, batch, hidden_size)", dtype);
-  check_optional_arg(op, "grad_hy", grad_hy, {B, H}, "(batch, hidden_size)", dtype);
-  check_optional_arg(op, "grad_cy", grad_cy, {B, H}, "(batch, hidden_size)", dtype);
+  check_optional_arg(op, "grad_output", grad_output, {T, B, H}, "(seq_len, batch, hidden_size)",
+                     dtype);
+  check_state_grads(op, grad_hy, grad_cy, s, dtype);
 
   // dh and dc carried backwards through time, updated in place. Rows that end
   // before the last step start from grad_hy/grad_cy when the loop reaches them.
@@ -202,7 +191,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   const Tensor cs_c = cs.contiguous();
   const Tensor c0 = cx.contiguous();
   const Tensor w_hh_c = w_hh.contiguous();
-  const bool fused = use_step_kernels();
+  const bool fused = config().step_kernels;
   Tensor grad_gates = cached_empty({T, B, 4 * H}, input.options());
   if (s.padded) grad_gates.zero_();
 
@@ -217,7 +206,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t n = s.batch_sizes[t];
       scalar_t* dg = dg_p + t * B * 4 * H;
-      backward_pointwise<scalar_t>({
+      vec::backward_pointwise<scalar_t>({
+          {n, H, vec::kLayerElementsPerThread},
           gates_p + t * B * 4 * H,
           t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H,
           cs_p + t * B * H,
@@ -226,14 +216,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
           dc_p,
           dg,
           dc_p,
-          n,
-          H,
-          kLayerElementsPerThread,
       });
       if (fused && n == 1) {
-        gemv_cols<scalar_t>(w_hh_p, 4 * H, H, dg, dh_p);
+        vec::gemv_cols<scalar_t>(w_hh_p, 4 * H, H, dg, dh_p);
       } else if (fused) {
-        small_gemm<scalar_t>(n, H, 4 * H, dg, 4 * H, w_hh_p, H, dh_p, H, false);
+        vec::small_gemm<scalar_t>(n, H, 4 * H, dg, 4 * H, w_hh_p, H, dh_p, H, false);
       } else {
         matmul(grad_gates[t].narrow(0, 0, n), w_hh, dh.narrow(0, 0, n), 0.0);
       }
@@ -266,11 +253,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_bias};
 }
 
+LSTM_EXT_IMPL(CPU, lstm_layer_backward, lstm_layer_backward)
+
 } // namespace
-
-TORCH_LIBRARY_IMPL(lstm_ext, CPU, m) {
-  m.impl("lstm_layer_forward", &lstm_layer_forward);
-  m.impl("lstm_layer_backward", &lstm_layer_backward);
-}
-
 } // namespace lstm_ext::cpu

@@ -1,0 +1,29 @@
+#include "config.h"
+
+#include <cstdlib>
+#include <string>
+
+namespace lstm_ext::cpu {
+namespace {
+
+Config read_environment() {
+  Config c{};
+  const char* gemm = std::getenv("LSTM_EXT_GEMM");
+  const bool aten_only = gemm != nullptr && std::string(gemm) == "aten";
+  c.step_kernels = !aten_only;
+  c.onednn_gemm = !aten_only;
+  const char* mb = std::getenv("LSTM_EXT_CACHE_MB");
+  c.cache_limit_bytes = (mb != nullptr ? std::strtoull(mb, nullptr, 10) : 512ull) << 20;
+  const char* poison = std::getenv("LSTM_EXT_POISON");
+  c.poison = poison != nullptr && std::string(poison) != "" && std::string(poison) != "0";
+  return c;
+}
+
+} // namespace
+
+const Config& config() {
+  static const Config c = read_environment();
+  return c;
+}
+
+} // namespace lstm_ext::cpu

@@ -1,6 +1,0 @@
-// The avx512 build of the pointwise kernels. setup.py and CMakeLists.txt compile
-// this file alone with the matching -m flags; it runs only where
-// lstm_pointwise.cpp has checked that the CPU supports them.
-#define CPU_CAPABILITY AVX512
-#define CPU_CAPABILITY_AVX512
-#include "lstm_pointwise_impl.h"

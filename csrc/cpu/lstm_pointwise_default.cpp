@@ -1,4 +1,0 @@
-// The default build of the pointwise kernels.
-#define CPU_CAPABILITY DEFAULT
-
-#include "lstm_pointwise_impl.h"

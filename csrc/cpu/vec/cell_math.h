@@ -1,0 +1,216 @@
+// The math of the LSTM cell, vectorised: exp/sigmoid/tanh with IEEE special
+// values, the cell update, and the two element-wise passes (forward_pointwise,
+// backward_pointwise: arguments and shapes in kernels.h).
+//
+// A pass reads each row's gates (rows, 4H) and states (rows, H) once and
+// writes them once: all of the step's transcendental work in one parallel
+// pass over memory. Fast because each activation is a short inline polynomial
+// on whole vectors (exp_ieee below), and because the pass stays parallel even
+// for one row (parallel_spans). Aliasing: the forward pass rewrites gates in
+// place; the backward pass may write grad_c_prev over grad_c.
+//
+// Included by exactly one translation unit per CPU capability
+// (kernel_list.h), each compiled with its own -m flags and CPU_CAPABILITY_*
+// macro, so that at::vec::Vectorized maps to AVX-512 / AVX2 registers. Without
+// a capability it falls back to one std::exp per element (measured 3x slower
+// than nn.LSTM).
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <limits>
+#include <type_traits>
+
+#include "kernels.h"
+
+namespace lstm_ext::cpu::vec::CPU_CAPABILITY {
+
+using at::vec::Vectorized;
+
+template <typename T>
+inline Vectorized<T> load(const T* p, int64_t n) {
+  return n == Vectorized<T>::size() ? Vectorized<T>::loadu(p)
+                                    : Vectorized<T>::loadu(p, n);
+}
+
+template <typename T>
+inline void store(const Vectorized<T>& v, T* p, int64_t n) {
+  v.store(p, static_cast<int>(n));
+}
+
+// exp_u20 is a short inline polynomial (no call) whose ~1e-6 relative error is
+// below float32's tolerance; float64 maps it to the exact exp. It is several
+// times cheaper than Sleef's tanh, which dominated the pointwise pass.
+//
+// But its float32 versions clamp the argument with min/max, which turns NaN
+// into a finite number (exp(NaN) = 3.4e38) and stops exp short of overflow
+// (exp(+inf) = 3.4e38, so sigmoid(-inf) = 3e-39, not 0, and 3e-39 * inf is
+// inf where nn.LSTM's 0 * inf is NaN). Both are put back here, so that NaN
+// and +-inf flow through every kernel as they do through torch.nn.
+template <typename T>
+inline Vectorized<T> exp_ieee(const Vectorized<T>& x) {
+  using Vec = Vectorized<T>;
+  // log(FLT_MAX) (0x42b17218): the largest argument whose exp is finite in
+  // float32; past it, exp_u20 saturates instead of returning inf.
+  const Vec overflow(std::is_same_v<T, float> ? T(88.7228394) : T(709.782712893384));
+  // One compare and one blend: x <= overflow is false for NaN and past the
+  // overflow point alike, and there x * inf is NaN or +inf respectively
+  // (measured: two blends cost 2-5% of a layer step).
+  const Vec past = x * Vec(std::numeric_limits<T>::infinity());
+  return Vec::blendv(past, x.exp_u20(), x <= overflow);
+}
+
+template <typename T>
+inline Vectorized<T> sigmoid(const Vectorized<T>& x) {
+  const Vectorized<T> one(T(1));
+  return one / (one + exp_ieee(x.neg()));
+}
+
+// tanh(x) = 2 sigmoid(2x) - 1: absolute error ~1e-7 in float32.
+template <typename T>
+inline Vectorized<T> tanh(const Vectorized<T>& x) {
+  const Vectorized<T> two(T(2));
+  return at::vec::fmsub(two, sigmoid(x * two), Vectorized<T>(T(1)));
+}
+
+template <typename T, typename F>
+inline void for_each_chunk(int64_t hidden, const F& f) {
+  constexpr int64_t kVec = Vectorized<T>::size();
+  int64_t j = 0;
+  for (; j + kVec <= hidden; j += kVec) {
+    f(j, kVec);
+  }
+  if (j < hidden) {
+    f(j, hidden - j);
+  }
+}
+
+// Runs f(row, j0, width) over every row and 64-wide column span of a
+// (rows, hidden) pass, split between threads even for a single row. Keeping
+// the pointwise pass parallel matters beyond its own time: a serial gap
+// between the step's GEMM and the next step lets OpenMP's idle threads go to
+// sleep, and waking them every step doubled the step time (measured).
+template <typename F>
+inline void parallel_spans(int64_t rows, int64_t hidden, int64_t elements_per_thread,
+                           const F& f) {
+  constexpr int64_t kSpan = 64;
+  const int64_t spans = (hidden + kSpan - 1) / kSpan;
+  const int64_t grain = std::max<int64_t>(1, elements_per_thread / kSpan);
+  at::parallel_for(0, rows * spans, grain, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t r = i / spans;
+      const int64_t j0 = (i % spans) * kSpan;
+      f(r, j0, std::min(kSpan, hidden - j0));
+    }
+  });
+}
+
+template <typename T, typename F>
+inline void for_each_chunk_in(int64_t j0, int64_t width, const F& f) {
+  for_each_chunk<T>(width, [&](int64_t j, int64_t n) { f(j0 + j, n); });
+}
+
+// The LSTM cell's element-wise update for n (<= one vector of) hidden units:
+// pre-activations = the gates buffer at g + q*H (+ biases) + extra_q, for gates
+// q = i, f, g, o; the activated gates go back to g, the new c and h to c_next
+// and h_next. The one home of the forward equations in C++.
+template <typename T>
+inline void cell_update(T* g, int64_t H, const T* b_ih, const T* b_hh,
+                        const Vectorized<T>& extra_i, const Vectorized<T>& extra_f,
+                        const Vectorized<T>& extra_g, const Vectorized<T>& extra_o,
+                        const T* c_prev, T* c_next, T* h_next, int64_t n) {
+  using Vec = Vectorized<T>;
+  Vec gi = load(g, n) + extra_i;
+  Vec gf = load(g + H, n) + extra_f;
+  Vec gg = load(g + 2 * H, n) + extra_g;
+  Vec go = load(g + 3 * H, n) + extra_o;
+  if (b_ih != nullptr) {
+    gi += load(b_ih, n);
+    gf += load(b_ih + H, n);
+    gg += load(b_ih + 2 * H, n);
+    go += load(b_ih + 3 * H, n);
+  }
+  if (b_hh != nullptr) {
+    gi += load(b_hh, n);
+    gf += load(b_hh + H, n);
+    gg += load(b_hh + 2 * H, n);
+    go += load(b_hh + 3 * H, n);
+  }
+  const Vec i = sigmoid(gi);
+  const Vec f = sigmoid(gf);
+  const Vec c_hat = tanh(gg);
+  const Vec o = sigmoid(go);
+  const Vec c = at::vec::fmadd(f, load(c_prev, n), i * c_hat);
+  store(i, g, n);
+  store(f, g + H, n);
+  store(c_hat, g + 2 * H, n);
+  store(o, g + 3 * H, n);
+  store(c, c_next, n);
+  store(o * tanh(c), h_next, n);
+}
+
+template <typename T>
+void forward_pointwise(const PointwiseForward<T>& a) {
+  using Vec = Vectorized<T>;
+  const int64_t H = a.hidden;
+  parallel_spans(a.rows, H, a.elements_per_thread, [&](int64_t r, int64_t j0, int64_t width) {
+    {
+      T* g = a.gates + r * 4 * H;
+      const T* cp = a.c_prev + r * H;
+      T* cn = a.c_next + r * H;
+      T* hn = a.h_next + r * H;
+      for_each_chunk_in<T>(j0, width, [&](int64_t j, int64_t n) {
+        cell_update<T>(g + j, H, a.b_ih ? a.b_ih + j : nullptr, a.b_hh ? a.b_hh + j : nullptr,
+                       Vec(T(0)), Vec(T(0)), Vec(T(0)), Vec(T(0)), cp + j, cn + j, hn + j, n);
+      });
+    }
+  });
+}
+
+// With tc = tanh(c_next) and the activated gates i, f, g, o:
+//   dc     = grad_c + grad_h * o * (1 - tc^2)
+//   d(o)   = grad_h * tc * o (1 - o)
+//   d(i)   = dc * g * i (1 - i)
+//   d(f)   = dc * c_prev * f (1 - f)
+//   d(g)   = dc * i * (1 - g^2)
+//   grad_c_prev = dc * f
+template <typename T>
+void backward_pointwise(const PointwiseBackward<T>& a) {
+  using Vec = Vectorized<T>;
+  const int64_t H = a.hidden;
+  const Vec one(T(1));
+  parallel_spans(a.rows, H, a.elements_per_thread, [&](int64_t r, int64_t j0, int64_t width) {
+    {
+      const T* g = a.gates + r * 4 * H;
+      const T* cp = a.c_prev + r * H;
+      const T* cn = a.c_next + r * H;
+      const T* gh = a.grad_h ? a.grad_h + r * H : nullptr;
+      const T* gh2 = a.grad_h_extra ? a.grad_h_extra + r * H : nullptr;
+      const T* gc = a.grad_c ? a.grad_c + r * H : nullptr;
+      T* dg = a.grad_gates + r * 4 * H;
+      T* dcp = a.grad_c_prev + r * H;
+      for_each_chunk_in<T>(j0, width, [&](int64_t j, int64_t n) {
+        Vec dh(T(0));
+        if (gh != nullptr) dh = load(gh + j, n);
+        if (gh2 != nullptr) dh += load(gh2 + j, n);
+        const Vec i = load(g + j, n);
+        const Vec f = load(g + H + j, n);
+        const Vec gg = load(g + 2 * H + j, n);
+        const Vec o = load(g + 3 * H + j, n);
+        const Vec tc = tanh(load(cn + j, n));
+        Vec dc = dh * o * (one - tc * tc);
+        if (gc != nullptr) dc += load(gc + j, n);
+        store(dc * gg * i * (one - i), dg + j, n);
+        store(dc * load(cp + j, n) * f * (one - f), dg + H + j, n);
+        store(dc * i * (one - gg * gg), dg + 2 * H + j, n);
+        store(dh * tc * o * (one - o), dg + 3 * H + j, n);
+        store(dc * f, dcp + j, n);
+      });
+    }
+  });
+}
+
+} // namespace lstm_ext::cpu::vec::CPU_CAPABILITY

@@ -1,0 +1,287 @@
+// The per-step products of a layer, vectorised: a small register-blocked
+// GEMM (small_gemm), the batch-1 GEMVs (gemv_rows, gemv_cols) and the fused
+// forward step with its packing of W_hh (fused_forward_step,
+// pack_step_weights, step_weights_size). Arguments and shapes: kernels.h.
+//
+// Why not a GEMM library: per step, a library call pays set-up, threading and
+// the packing of W_hh again. These kernels read W_hh as it lies (small_gemm,
+// the GEMVs) or as packed once per sequence (the fused step), keep their
+// accumulators in registers across the whole K loop, and split the output
+// columns (hidden units) between threads so that each thread's slice of the
+// weights stays in its own cache from one step to the next. Aliasing: none
+// between inputs and outputs (C, y, gates/c_next/h_next are written only).
+//
+// Included by exactly one translation unit per CPU capability, after
+// cell_math.h (kernel_list.h).
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cell_math.h"
+#include "kernels.h"
+
+namespace lstm_ext::cpu::vec::CPU_CAPABILITY {
+
+template <typename T>
+void gemv_rows(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
+  using Vec = Vectorized<T>;
+  // Four rows at a time share each load of x.
+  at::parallel_for(0, (rows + 3) / 4, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)),
+                   [&](int64_t q0, int64_t q1) {
+    for (int64_t r = q0 * 4; r < std::min(rows, q1 * 4); r += 4) {
+      const int64_t nr = std::min<int64_t>(4, rows - r);
+      Vec acc[4] = {Vec(T(0)), Vec(T(0)), Vec(T(0)), Vec(T(0))};
+      for_each_chunk<T>(cols, [&](int64_t j, int64_t n) {
+        const Vec xv = load(x + j, n);
+        for (int64_t k = 0; k < nr; ++k) {
+          acc[k] = at::vec::fmadd(load(w + (r + k) * cols + j, n), xv, acc[k]);
+        }
+      });
+      for (int64_t k = 0; k < nr; ++k) {
+        y[r + k] += at::vec::vec_reduce_all<T>([](Vec& a, Vec& b) { return a + b; }, acc[k]);
+      }
+    }
+  });
+}
+
+template <typename T>
+void gemv_cols(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
+  using Vec = Vectorized<T>;
+  // Each thread owns a slice of the output columns and runs over every row,
+  // four vectors of columns at a time: four independent FMA chains (one chain
+  // alone would wait on FMA latency at every row) over 256 contiguous bytes.
+  constexpr int64_t kVec = Vec::size();
+  constexpr int64_t kGroup = 4 * kVec;
+  const int64_t groups = (cols + kGroup - 1) / kGroup;
+  at::parallel_for(0, groups, std::max<int64_t>(1, 512 / std::max<int64_t>(rows, 1)),
+                   [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t j = g * kGroup;
+      const int64_t width = std::min(kGroup, cols - j);
+      if (width == kGroup) {
+        Vec acc[4] = {Vec(T(0)), Vec(T(0)), Vec(T(0)), Vec(T(0))};
+        for (int64_t r = 0; r < rows; ++r) {
+          const Vec xr(x[r]);
+          const T* wr = w + r * cols + j;
+#pragma GCC unroll 4
+          for (int v = 0; v < 4; ++v) {
+            acc[v] = at::vec::fmadd(Vec::loadu(wr + v * kVec), xr, acc[v]);
+          }
+        }
+        for (int v = 0; v < 4; ++v) acc[v].store(y + j + v * kVec);
+      } else {
+        for_each_chunk<T>(width, [&](int64_t jj, int64_t n) {
+          Vec acc(T(0));
+          for (int64_t r = 0; r < rows; ++r) {
+            acc = at::vec::fmadd(load(w + r * cols + j + jj, n), Vec(x[r]), acc);
+          }
+          store(acc, y + j + jj, n);
+        });
+      }
+    }
+  });
+}
+
+// One MR x (NV vectors) block of C: MR * NV accumulators stay in registers for
+// the whole K loop; each k loads NV vectors of B and broadcasts MR values of A.
+// Full blocks use plain loads; the last, narrower block (`n` valid columns)
+// uses partial loads and stores.
+template <typename T, int MR, int NV, bool Full>
+inline void gemm_block(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict B,
+                       int64_t ldb, T* __restrict C, int64_t ldc, bool accumulate, int64_t n) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t kVec = Vec::size();
+  Vec acc[MR][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = Vec(T(0));
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    Vec b[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) {
+      b[v] = Full ? Vec::loadu(B + k * ldb + v * kVec)
+                  : load(B + k * ldb + v * kVec, std::clamp<int64_t>(n - v * kVec, 0, kVec));
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const Vec a(A[i * lda + k]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] = at::vec::fmadd(a, b[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int v = 0; v < NV; ++v) {
+      const int64_t count = Full ? kVec : std::clamp<int64_t>(n - v * kVec, 0, kVec);
+      if (count == 0) continue;
+      T* c = C + i * ldc + v * kVec;
+      store(accumulate ? acc[i][v] + load(c, count) : acc[i][v], c, count);
+    }
+  }
+}
+
+template <typename T, int MR, int NV>
+inline void gemm_block_any(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                           int64_t ldc, bool accumulate, int64_t n) {
+  if (n == NV * Vectorized<T>::size()) {
+    gemm_block<T, MR, NV, true>(K, A, lda, B, ldb, C, ldc, accumulate, n);
+  } else {
+    gemm_block<T, MR, NV, false>(K, A, lda, B, ldb, C, ldc, accumulate, n);
+  }
+}
+
+template <typename T>
+void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+  // 8 rows x 2 vectors: 16 accumulators, and a 2-vector-wide panel of B
+  // (K x 32 floats) that stays in L1 while all row groups stream past it.
+  constexpr int MR = 8;
+  constexpr int NV = 2;
+  constexpr int64_t kBlockN = NV * Vectorized<T>::size();
+  const int64_t blocks = (N + kBlockN - 1) / kBlockN;
+  // Threads split the columns: each keeps its slice of B hot across all rows.
+  // A second thread only pays off above ~0.5 MFLOP per step.
+  const int64_t work_per_block = 2 * M * K * kBlockN;
+  const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(work_per_block, 1));
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t j = blk * kBlockN;
+      const int64_t n = std::min(kBlockN, N - j);
+      int64_t i = 0;
+      for (; i + MR <= M; i += MR) {
+        gemm_block_any<T, MR, NV>(K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc,
+                                  accumulate, n);
+      }
+      for (; i < M; ++i) {
+        gemm_block_any<T, 1, NV>(K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc,
+                                 accumulate, n);
+      }
+    }
+  });
+}
+
+// One block of a fused step: rows [r0, r0 + MR) x hidden units [u0, u0 + n),
+// all four gates, over k in [k0, k1). The sums carry over K chunks through
+// `partial` (rows x 4 vectors, in L1).
+template <typename T, int MR>
+inline void step_block(const StepForward<T>& a, int64_t r0, int64_t u0, int64_t k0, int64_t k1,
+                       T* partial) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t kVec = Vec::size();
+  const int64_t H = a.hidden;
+  Vec acc[MR][4];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      acc[i][q] = k0 == 0 ? Vec(T(0)) : Vec::loadu(partial + ((r0 + i) * 4 + q) * kVec);
+    }
+  }
+  const T* panel = a.w_packed + (u0 / kVec) * H * 4 * kVec;
+  for (int64_t k = k0; k < k1; ++k) {
+    const T* wk = panel + k * 4 * kVec;
+    Vec b[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) b[q] = Vec::loadu(wk + q * kVec);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const Vec h(a.h_prev[(r0 + i) * H + k]);
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) acc[i][q] = at::vec::fmadd(h, b[q], acc[i][q]);
+    }
+  }
+  // Always through memory (L1): keeping the sums in registers for the cell
+  // update made the compiler spill the accumulators inside the K loop.
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) acc[i][q].store(partial + ((r0 + i) * 4 + q) * kVec);
+  }
+}
+
+template <typename T>
+inline void step_unit_block(const StepForward<T>& a, int64_t u0, int64_t n, T* partial) {
+  // AVX-512 has 32 vector registers: 4 rows x 4 gates of accumulators fit;
+  // with 16 (AVX2 and narrower) two rows do.
+  constexpr int MR = sizeof(Vectorized<T>) >= 64 ? 4 : 2;
+  // K in chunks whose slice of the packed panel (64 x 4 gates x one vector,
+  // contiguous) stays in L1 while every row group streams past it.
+  constexpr int64_t kChunk = 64;
+  const int64_t H = a.hidden;
+  for (int64_t k0 = 0; k0 < H; k0 += kChunk) {
+    const int64_t k1 = std::min(H, k0 + kChunk);
+    int64_t r = 0;
+    for (; r + MR <= a.rows; r += MR) step_block<T, MR>(a, r, u0, k0, k1, partial);
+    for (; r < a.rows; ++r) step_block<T, 1>(a, r, u0, k0, k1, partial);
+  }
+  using Vec = Vectorized<T>;
+  constexpr int64_t kVec = Vec::size();
+  for (int64_t r = 0; r < a.rows; ++r) {
+    const T* sums = partial + r * 4 * kVec;
+    cell_update<T>(a.gates + r * 4 * H + u0, H, a.b_ih ? a.b_ih + u0 : nullptr,
+                   a.b_hh ? a.b_hh + u0 : nullptr, Vec::loadu(sums), Vec::loadu(sums + kVec),
+                   Vec::loadu(sums + 2 * kVec), Vec::loadu(sums + 3 * kVec),
+                   a.c_prev + r * H + u0, a.c_next + r * H + u0, a.h_next + r * H + u0, n);
+  }
+}
+
+template <typename T>
+void fused_forward_step(const StepForward<T>& a) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t kVec = Vec::size();
+  const int64_t H = a.hidden;
+  const int64_t blocks = (H + kVec - 1) / kVec;
+  // Threads split the hidden units, so each keeps its columns of W^T hot in
+  // its own cache from one step to the next.
+  const int64_t work_per_block = 8 * a.rows * H * kVec;
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(work_per_block, 1));
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    // Per-thread scratch for the sums, kept across steps: no allocation per step.
+    thread_local std::vector<T> partial;
+    if (partial.size() < static_cast<size_t>(a.rows * 4 * kVec)) {
+      partial.resize(a.rows * 4 * kVec);
+    }
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t u0 = blk * kVec;
+      const int64_t n = std::min(kVec, H - u0);
+      step_unit_block<T>(a, u0, n, partial.data());
+    }
+  });
+}
+
+template <typename T>
+int64_t step_weights_size(int64_t hidden) {
+  constexpr int64_t kVec = Vectorized<T>::size();
+  return (hidden + kVec - 1) / kVec * hidden * 4 * kVec;
+}
+
+// packed[blk][k][q][v] = W_hh[q*H + blk*kVec + v][k], zero past H: each block
+// of hidden units gets its four gates' weights as one contiguous panel, read
+// in order by the step kernel (W^T read in place has a power-of-two stride
+// between k rows, and its cache lines collided in L1: 40% slower at H = 512).
+template <typename T>
+void pack_step_weights(const T* w_hh, int64_t H, T* packed) {
+  constexpr int64_t kVec = Vectorized<T>::size();
+  const int64_t blocks = (H + kVec - 1) / kVec;
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      T* out = packed + blk * H * 4 * kVec;
+      for (int64_t k = 0; k < H; ++k) {
+        for (int64_t q = 0; q < 4; ++q) {
+          for (int64_t v = 0; v < kVec; ++v) {
+            const int64_t u = blk * kVec + v;
+            out[(k * 4 + q) * kVec + v] = u < H ? w_hh[(q * H + u) * H + k] : T(0);
+          }
+        }
+      }
+    }
+  });
+}
+
+} // namespace lstm_ext::cpu::vec::CPU_CAPABILITY

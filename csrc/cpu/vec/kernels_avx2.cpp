@@ -1,0 +1,6 @@
+// The avx2 build of the vector kernels. setup.py and CMakeLists.txt compile
+// this file alone with the matching -m flags (csrc/sources.txt); it runs only
+// where dispatch.cpp has checked that the CPU supports them.
+#define CPU_CAPABILITY AVX2
+#define CPU_CAPABILITY_AVX2
+#include "kernel_list.h"

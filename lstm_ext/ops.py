@@ -1,0 +1,127 @@
+"""The functional API over the C++ ops, and their fake (meta) kernels.
+
+``lstm_cell`` and ``lstm_layer`` are what the modules (lstm_ext.nn) call; they
+call ``torch.ops.lstm_ext.*`` and are TorchScript-compatible, so scripted
+modules run the same code. Schemas, CPU kernels and autograd all live in C++
+(csrc/; autograd is registered at the Autograd key in csrc/autograd/), so eager
+Python, TorchScript and C++ programs share one forward, one backward and one
+autograd formula. The fake kernels below only state output shapes (after the
+device checks the real kernels make), so the ops also trace under
+torch.compile / torch.export and pass ``torch.library.opcheck``. Gradients are
+first-order: the backward ops are not themselves differentiable.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+
+def _check_devices(op, lengths=None, **tensors):
+    """Mixed devices (say cpu with meta) would otherwise reach these shape-only
+    kernels (Meta outranks CPU in dispatch) and return uninitialised CPU memory:
+    refuse them, as the CPU kernels do. ``lengths`` may also lie on the cpu
+    (the real kernels read it there)."""
+    device = next(iter(tensors.values())).device
+    for name, t in tensors.items():
+        if t is not None and t.device != device:
+            first = next(iter(tensors))
+            raise RuntimeError(
+                f"{op}: expected {name} on {device} (the device of {first}), but got {t.device}"
+            )
+    if lengths is not None and lengths.device not in (device, torch.device("cpu")):
+        raise RuntimeError(
+            f"{op}: expected lengths on the cpu or on {device}, but got {lengths.device}"
+        )
+
+
+def _masked(mask, index, make):
+    return make() if mask[index] else None
+
+
+@torch.library.register_fake("lstm_ext::lstm_cell_forward")
+def _cell_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
+    _check_devices("lstm_cell_forward", input=input, hx=hx, cx=cx, w_ih=w_ih, w_hh=w_hh,
+                   b_ih=b_ih, b_hh=b_hh)
+    batch, hidden = input.shape[0], w_hh.shape[1]
+    return (
+        input.new_empty((batch, hidden)),
+        input.new_empty((batch, hidden)),
+        input.new_empty((batch, 4 * hidden)),
+    )
+
+
+def _backward_fake(input, hx, cx, w_ih, w_hh, output_mask):
+    return tuple(
+        _masked(output_mask, i, make)
+        for i, make in enumerate((
+            lambda: torch.empty_like(input),
+            lambda: torch.empty_like(hx),
+            lambda: torch.empty_like(cx),
+            lambda: torch.empty_like(w_ih),
+            lambda: torch.empty_like(w_hh),
+            lambda: w_hh.new_empty((w_hh.shape[0],)),
+        ))
+    )
+
+
+@torch.library.register_fake("lstm_ext::lstm_cell_backward")
+def _cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, gates, cy, output_mask):
+    _check_devices("lstm_cell_backward", input=input, grad_hy=grad_hy, grad_cy=grad_cy, hx=hx,
+                   cx=cx, w_ih=w_ih, w_hh=w_hh, gates=gates, cy=cy)
+    return _backward_fake(input, hx, cx, w_ih, w_hh, output_mask)
+
+
+@torch.library.register_fake("lstm_ext::lstm_layer_forward")
+def _layer_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths):
+    _check_devices("lstm_layer_forward", lengths, input=input, hx=hx, cx=cx, w_ih=w_ih,
+                   w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    steps, batch, hidden = input.shape[0], input.shape[1], w_hh.shape[1]
+    return (
+        input.new_empty((steps, batch, hidden)),
+        input.new_empty((batch, hidden)),
+        input.new_empty((batch, hidden)),
+        input.new_empty((steps, batch, 4 * hidden)),
+        input.new_empty((steps, batch, hidden)),
+    )
+
+
+@torch.library.register_fake("lstm_ext::lstm_layer_backward")
+def _layer_backward_fake(grad_output, grad_hy, grad_cy, input, hx, cx, w_ih, w_hh,
+                         output, gates, cs, lengths, output_mask):
+    _check_devices("lstm_layer_backward", lengths, input=input, grad_output=grad_output,
+                   grad_hy=grad_hy, grad_cy=grad_cy, hx=hx, cx=cx, w_ih=w_ih, w_hh=w_hh,
+                   output=output, gates=gates, cs=cs)
+    return _backward_fake(input, hx, cx, w_ih, w_hh, output_mask)
+
+
+@torch.library.register_fake("lstm_ext::gemm")
+def _gemm_fake(a, b):
+    _check_devices("gemm", a=a, b=b)
+    return a.new_empty((a.shape[0], b.shape[1]))
+
+
+def lstm_cell(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor,
+              b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None
+              ) -> Tuple[Tensor, Tensor]:
+    """One LSTM step, ``(h, c)`` from ``input (B, I)`` and the state ``(B, H)`` each."""
+    hy, cy, _ = torch.ops.lstm_ext.lstm_cell_forward(input, hx, cx, w_ih, w_hh, b_ih, b_hh)
+    return hy, cy
+
+
+def lstm_layer(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor,
+               b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None,
+               lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """One direction of one layer over ``input (T, B, I)``: ``(output, h_n, c_n)``.
+
+    ``lengths`` (int64, CPU, non-increasing, each in [1, T]) marks each row's
+    valid steps; later steps output zeros and leave the state alone.
+    """
+    out, hy, cy, _, _ = torch.ops.lstm_ext.lstm_layer_forward(input, hx, cx, w_ih, w_hh, b_ih,
+                                                              b_hh, lengths)
+    return out, hy, cy
+
+
+def pointwise_capability() -> str:
+    """The build of the vectorised pointwise kernels this CPU runs ("avx512",
+    "avx2" or "default"); ATEN_CPU_CAPABILITY steers it as it steers ATen."""
+    return torch.ops.lstm_ext.pointwise_capability()

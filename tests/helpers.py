@@ -1,0 +1,240 @@
+"""What the tests share: paths, tolerances, argument makers, the seed
+tutorial's cell, and one list of sample inputs per op.
+
+Tolerances: float64 results must match the reference to 1e-10 (both are exact
+up to round-off); float32 to atol 2e-5 / rtol 1e-4 (the kernels use a
+polynomial exp with ~1e-6 relative error and a different summation order than
+the reference's GEMMs).
+
+The sample lists follow extension-cpp's test_extension.py: ``*_samples()``
+returns argument lists covering shapes, dtypes, bias or none and lengths, and
+the same list drives the op's correctness against ``lstm_ext.reference``, its
+gradcheck and ``torch.library.opcheck`` (tests/ops/test_cell_op.py and
+test_layer_op.py). Tensors in a sample do not require grad: ``leaf`` gives
+copies that do.
+
+Importable as ``helpers`` from any test (pytest puts tests/ on sys.path for
+tests/conftest.py) and from a subprocess with ``sys.path.insert(0, TESTS)``.
+"""
+import os
+from typing import List, NamedTuple, Optional
+
+import pytest
+import torch
+from torch import nn
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+
+F64 = dict(atol=1e-10, rtol=1e-10)
+F32 = dict(atol=2e-5, rtol=1e-4)
+
+
+def tol(dtype):
+    return F64 if dtype == torch.float64 else F32
+
+
+def dtype_id(dtype) -> str:
+    return "f64" if dtype == torch.float64 else "f32"
+
+
+def make_cell_args(batch, input_size, hidden, dtype=torch.float64, bias=True, requires_grad=False,
+                   seed=0):
+    """(x, h, c, w_ih, w_hh, b_ih, b_hh) with values in a range that exercises
+    the non-linearities."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        t = torch.randn(*shape, generator=g, dtype=dtype)
+        return t.requires_grad_(requires_grad)
+
+    b_ih = r(4 * hidden) if bias else None
+    b_hh = r(4 * hidden) if bias else None
+    return [r(batch, input_size), r(batch, hidden), r(batch, hidden),
+            r(4 * hidden, input_size) * 0.5, r(4 * hidden, hidden) * 0.5, b_ih, b_hh]
+
+
+def layer_args(steps, batch, input_size, hidden, dtype=torch.float64, bias=True,
+               requires_grad=False, seed=0):
+    """(x (T, B, I), h, c, w_ih, w_hh, b_ih, b_hh): the cell's arguments over a sequence."""
+    cell = make_cell_args(batch, input_size, hidden, dtype=dtype, bias=bias, seed=seed)
+    x = torch.randn(steps, batch, input_size, dtype=dtype,
+                    generator=torch.Generator().manual_seed(seed + 1))
+    args = [x] + cell[1:]
+    return [None if a is None else a.requires_grad_(requires_grad) for a in args]
+
+
+def leaf(args):
+    """Detached copies that require grad (None stays None)."""
+    return [None if a is None else a.detach().clone().requires_grad_(True) for a in args]
+
+
+def grads(outputs, inputs, weights):
+    """Gradients of sum(w_k * out_k) with respect to every input (None if unused)."""
+    loss = sum((o * w).sum() for o, w in zip(outputs, weights))
+    present = [a for a in inputs if a is not None]
+    got = torch.autograd.grad(loss, present, allow_unused=True)
+    it = iter(got)
+    return [None if a is None else next(it) for a in inputs]
+
+
+def assert_matches_reference(fn, reference_fn, args, dtype, **kwargs):
+    """The outputs of ``fn(*args, **kwargs)`` and the gradients of a random
+    weighting of them with respect to every argument, against ``reference_fn``'s."""
+    ours, ref = leaf(args), leaf(args)
+    out = fn(*ours, **kwargs)
+    expected = reference_fn(*ref, **kwargs)
+    for a, b in zip(out, expected):
+        torch.testing.assert_close(a, b, **tol(dtype))
+    w = [torch.randn_like(t) for t in expected]
+    for g, g_ref in zip(grads(out, ours, w), grads(expected, ref, w)):
+        if g_ref is None:
+            assert g is None
+        else:
+            torch.testing.assert_close(g, g_ref, **tol(dtype))
+
+
+class TutorialCell(nn.Module):
+    """The seed tutorial's cell, verbatim in structure."""
+
+    def __init__(self, input_size, hidden_size):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.Wf = nn.Linear(input_size + hidden_size, hidden_size)
+        self.Wi = nn.Linear(input_size + hidden_size, hidden_size)
+        self.Wc = nn.Linear(input_size + hidden_size, hidden_size)
+        self.Wo = nn.Linear(input_size + hidden_size, hidden_size)
+
+    def forward(self, x, hidden):
+        h_prev, c_prev = hidden
+        combined = torch.cat((x, h_prev), 1)
+        f_t = torch.sigmoid(self.Wf(combined))
+        i_t = torch.sigmoid(self.Wi(combined))
+        c_hat_t = torch.tanh(self.Wc(combined))
+        c_t = f_t * c_prev + i_t * c_hat_t
+        o_t = torch.sigmoid(self.Wo(combined))
+        h_t = o_t * torch.tanh(c_t)
+        return h_t, c_t
+
+
+# -- sample inputs, one list per op -------------------------------------------------------
+
+
+FULL_GRADCHECK = 1000  # input elements; gradcheck runs larger samples in fast mode
+
+
+class Sample(NamedTuple):
+    id: str          # the pytest id: shape, bias, lengths, dtype
+    args: list       # the op's arguments, in schema order
+
+    @property
+    def dtype(self):
+        return self.args[0].dtype
+
+    @property
+    def fast_gradcheck(self) -> bool:
+        """Whether gradcheck should run in fast mode (full mode takes minutes
+        for the larger samples)."""
+        return sum(a.numel() for a in self.args if isinstance(a, torch.Tensor)) > FULL_GRADCHECK
+
+
+def params(samples: List[Sample], dtype=None) -> list:
+    """``samples`` (those of ``dtype`` only, if given) for pytest.mark.parametrize."""
+    return [pytest.param(s, id=s.id) for s in samples if dtype is None or s.dtype == dtype]
+
+
+DTYPES = (torch.float64, torch.float32)
+# (batch, input_size, hidden): one row (the GEMV path) to register blocks with
+# remainders and hidden sizes beyond a vector width.
+CELL_SHAPES = [(1, 4, 3), (3, 4, 5), (7, 5, 16), (33, 20, 37), (64, 48, 129)]
+
+
+def cell_samples() -> List[Sample]:
+    """``lstm_cell_forward`` (and ``lstm_ext.lstm_cell``): input, hx, cx, w_ih,
+    w_hh, b_ih, b_hh; every shape of CELL_SHAPES with and without bias, float64
+    and float32."""
+    return [Sample(f"b{b}-i{i}-h{h}-{'bias' if bias else 'nobias'}-{dtype_id(dtype)}",
+                   make_cell_args(b, i, h, dtype=dtype, bias=bias))
+            for dtype in DTYPES for b, i, h in CELL_SHAPES for bias in (True, False)]
+
+
+def cell_backward_samples() -> List[Sample]:
+    """``lstm_cell_backward``: grad_hy, grad_cy, input, hx, cx, w_ih, w_hh,
+    gates, cy, output_mask; from the forward samples with bias, with either
+    output's gradient undefined and every gradient or some of them asked for."""
+    out = []
+    for k, s in enumerate(x for x in cell_samples() if x.args[5] is not None):
+        plain = s.args[:5]
+        with torch.no_grad():
+            hy, cy, gates = torch.ops.lstm_ext.lstm_cell_forward(*s.args)
+        grad_hy = torch.randn_like(hy) if k % 3 != 2 else None
+        grad_cy = torch.randn_like(cy) if k % 3 != 0 else None
+        mask = [True] * 6 if k % 2 == 0 else [False, True, False, True, False, True]
+        out.append(Sample(f"{s.id}-mask{''.join(str(int(m)) for m in mask)}",
+                          [grad_hy, grad_cy, *plain, gates, cy, mask]))
+    return out
+
+
+def _layer_sample(name: str, steps, batch, input_size, hidden, dtype, bias=True,
+                  lengths: Optional[List[int]] = None) -> Sample:
+    lens = None if lengths is None else torch.tensor(lengths)
+    shown = "all" if lengths is None else "-".join(map(str, lengths))
+    return Sample(f"{name}-t{steps}-b{batch}-i{input_size}-h{hidden}-"
+                  f"{'bias' if bias else 'nobias'}-len{shown}-{dtype_id(dtype)}",
+                  layer_args(steps, batch, input_size, hidden, dtype=dtype, bias=bias) + [lens])
+
+
+def layer_samples() -> List[Sample]:
+    """``lstm_layer_forward`` (and ``lstm_ext.lstm_layer``): input, hx, cx, w_ih,
+    w_hh, b_ih, b_hh, lengths; float64 and float32 each:
+
+    - "small": 4 steps of 3 rows, all running or ending early;
+    - "grid": 6 steps of 4 rows, with and without bias, all rows running or
+      ending early (down to one step);
+    - "blocked": shapes that exercise the step kernels' full and partial
+      blocks, rows in groups plus a remainder, hidden units in whole vectors
+      plus a tail, rows ending at every step.
+    """
+    out = []
+    for dtype in DTYPES:
+        for lengths in (None, [4, 3, 1], [4, 2, 2]):
+            out.append(_layer_sample("small", 4, 3, 2, 3, dtype, lengths=lengths))
+        for bias in (True, False):
+            for lengths in (None, [6, 6, 4, 1], [3, 2, 2, 1]):
+                out.append(_layer_sample("grid", 6, 4, 5, 7, dtype, bias, lengths))
+        for batch, hidden in ((9, 40), (16, 64), (5, 17)):
+            lengths = sorted([5, 5, 4, 2, 1] + [3] * (batch - 5), reverse=True)
+            out.append(_layer_sample("blocked", 5, batch, 3, hidden, dtype, lengths=lengths))
+    return out
+
+
+def layer_backward_samples() -> List[Sample]:
+    """``lstm_layer_backward``: grad_output, grad_hy, grad_cy, input, hx, cx,
+    w_ih, w_hh, output, gates, cs, lengths, output_mask; from the forward
+    samples with bias, with some output gradients undefined and every gradient
+    or some of them asked for."""
+    out = []
+    for k, s in enumerate(x for x in layer_samples() if x.args[5] is not None):
+        plain, lengths = s.args[:5], s.args[7]
+        with torch.no_grad():
+            output, hy, cy, gates, cs = torch.ops.lstm_ext.lstm_layer_forward(*s.args)
+        grad_output = torch.randn_like(output) if k % 3 != 1 else None
+        grad_hy = torch.randn_like(hy) if k % 3 != 0 else None
+        grad_cy = torch.randn_like(cy) if k % 3 != 2 else None
+        mask = [True, True, False, True, True, False] if k % 2 == 0 else [True] * 6
+        out.append(Sample(f"{s.id}-mask{''.join(str(int(m)) for m in mask)}",
+                          [grad_output, grad_hy, grad_cy, *plain, output, gates, cs, lengths,
+                           mask]))
+    return out
+
+
+def gemm_samples() -> List[Sample]:
+    """``gemm(a, b)``: (m, k) @ (k, n) from 1 x 1 to sizes beyond a block, with
+    an empty inner dimension (k = 0) and empty outputs; float64 and float32."""
+    g = torch.Generator().manual_seed(0)
+    return [Sample(f"m{m}-k{k}-n{n}-{dtype_id(dtype)}",
+                   [torch.randn(m, k, generator=g, dtype=dtype),
+                    torch.randn(k, n, generator=g, dtype=dtype)])
+            for dtype in DTYPES
+            for m, k, n in ((1, 1, 1), (5, 7, 3), (64, 33, 17), (3, 300, 5), (250, 0, 4),
+                            (0, 3, 2))]
