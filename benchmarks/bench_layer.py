@@ -17,6 +17,10 @@ from lstm_ext import reference  # noqa: E402
 
 SHAPES = [(100, 4, 3, 5), (32, 32, 64, 50), (64, 256, 256, 100), (64, 512, 512, 50),
           (1, 256, 256, 150)]
+# (B, I, H, proj_size, T): LSTMs with projections, where nn.LSTM leaves oneDNN
+# for its per-op implementation.
+PROJ_SHAPES = [(32, 32, 64, 16, 50), (64, 256, 256, 128, 100), (64, 512, 512, 256, 50),
+               (1, 256, 256, 64, 150)]
 
 
 def gemm_floor(B, I, H, T, train):
@@ -132,6 +136,31 @@ def main():
     if not args.no_slow:
         columns += ["cell stepped/ours", "reference/ours"]
     print_table(columns, rows)
+    projection_table(min_time)
+
+
+def projection_table(min_time):
+    """proj_size rows: ours vs nn.LSTM, float32, training and inference."""
+    print("\nWith projections (proj_size), float32")
+    ceiling_rows = []
+    for (B, I, H, P, T) in PROJ_SHAPES:
+        torch.manual_seed(0)
+        theirs = nn.LSTM(I, H, proj_size=P)
+        ours = lstm_ext.LSTM.from_torch(theirs)
+        x = torch.randn(T, B, I)
+        # per step: the gates' products (4H x (I + P)) and the projection (P x H)
+        flops = 2 * B * T * (4 * H * (I + P) + P * H)
+        for mode, train in (("train", True), ("infer", False)):
+            fns = {"ours": runner(lambda xs: ours(xs)[0], x, train),
+                   "nn.LSTM": runner(lambda xs: theirs(xs)[0], x, train)}
+            times = interleaved_ms(fns, len(fns) * min_time)
+            t = times["ours"]
+            gflops = flops * (3 if train else 1) / (t * 1e-3) / 1e9
+            ceiling_rows.append([f"({B}, {I}, {H}, {P}, {T})", mode, f"{t:.3f}",
+                                 f"{times['nn.LSTM']:.3f}", f"{times['nn.LSTM'] / t:.2f}x",
+                                 f"{gflops:.1f}"])
+    print_table(["(B, I, H, P, T)", "mode", "ours ms", "nn.LSTM ms", "nn.LSTM/ours",
+                 "ours GFLOP/s"], ceiling_rows)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@
 //   * "gates" outputs hold the *activated* gates, saved for the backward pass;
 //   * grad_* inputs are optional: an undefined gradient is treated as zeros;
 //   * backward ops take output_mask, one flag per gradient they return
-//     (input, hx, cx, w_ih, w_hh, bias): a false flag skips that gradient's work
+//     (input, hx, cx, w_ih, w_hh, bias, then those of the differentiable extra
+//     inputs, as w_hr): a false flag skips that gradient's work
 //     and returns an undefined tensor (None in Python), as ATen's own backward
 //     ops do;
 //   * a forward op takes (input, hx, cx, w_ih, w_hh, b_ih, b_hh, extra...) and
@@ -51,16 +52,19 @@ TORCH_LIBRARY(lstm_ext, m) {
   // time-major. lengths (B,), int64 on the CPU, non-increasing, each in [1, T]:
   // rows past their length keep their state and output zeros. hy/cy are each
   // row's state after its own last step. gates (T, B, 4H) and cs (T, B, H) are
-  // saved for lstm_layer_backward.
+  // saved for lstm_layer_backward. w_hr (P, H), where given, projects h (LSTMP,
+  // torch.nn.LSTM's proj_size = P): h_t = (o * tanh(c_t)) @ w_hr^T, so hx, hy
+  // and output have P features and w_hh is (4H, P).
   m.def(
       "lstm_layer_forward(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, "
-      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? lengths) -> "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? lengths, Tensor? w_hr=None) -> "
       "(Tensor output, Tensor hy, Tensor cy, Tensor gates, Tensor cs)");
-  // Backpropagation through time for lstm_layer_forward.
+  // Backpropagation through time for lstm_layer_forward; grad_w_hr is undefined
+  // without w_hr.
   m.def(
       "lstm_layer_backward(Tensor? grad_output, Tensor? grad_hy, Tensor? grad_cy, "
       "Tensor input, Tensor hx, Tensor cx, Tensor w_ih, Tensor w_hh, Tensor output, "
-      "Tensor gates, Tensor cs, Tensor? lengths, bool[6] output_mask) -> (Tensor grad_input, "
-      "Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, Tensor grad_w_hh, "
-      "Tensor grad_bias)");
+      "Tensor gates, Tensor cs, Tensor? lengths, Tensor? w_hr, bool[7] output_mask) -> "
+      "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, "
+      "Tensor grad_w_hh, Tensor grad_bias, Tensor grad_w_hr)");
 }

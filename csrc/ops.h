@@ -75,15 +75,15 @@ inline const Op<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
 inline const Op<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>(
     const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
     const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
-    const std::optional<Tensor>& lengths)>
+    const std::optional<Tensor>& lengths, const std::optional<Tensor>& w_hr)>
     lstm_layer_forward{"lstm_ext::lstm_layer_forward"};
 
-inline const Op<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
+inline const Op<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
     const std::optional<Tensor>& grad_output, const std::optional<Tensor>& grad_hy,
     const std::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx,
     const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh, const Tensor& output,
     const Tensor& gates, const Tensor& cs, const std::optional<Tensor>& lengths,
-    std::array<bool, 6> output_mask)>
+    const std::optional<Tensor>& w_hr, std::array<bool, 7> output_mask)>
     lstm_layer_backward{"lstm_ext::lstm_layer_backward"};
 
 // The C++ signature of op `op` (a name declared above), as a function type.

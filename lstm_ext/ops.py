@@ -7,8 +7,10 @@ modules run the same code. Schemas, CPU kernels and autograd all live in C++
 Python, TorchScript and C++ programs share one forward, one backward and one
 autograd formula. The fake kernels below only state output shapes (after the
 device checks the real kernels make), so the ops also trace under
-torch.compile / torch.export and pass ``torch.library.opcheck``. Gradients are
-first-order: the backward ops are not themselves differentiable.
+torch.compile / torch.export and pass ``torch.library.opcheck``. The backward
+ops are not themselves differentiable; second-order gradients
+(``create_graph=True``) come from the C++ autograd recomputing the forward in
+differentiable ATen ops (csrc/autograd/differentiable_forward.h).
 """
 from typing import Optional, Tuple
 
@@ -50,18 +52,18 @@ def _cell_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
     )
 
 
-def _backward_fake(input, hx, cx, w_ih, w_hh, output_mask):
-    return tuple(
-        _masked(output_mask, i, make)
-        for i, make in enumerate((
-            lambda: torch.empty_like(input),
-            lambda: torch.empty_like(hx),
-            lambda: torch.empty_like(cx),
-            lambda: torch.empty_like(w_ih),
-            lambda: torch.empty_like(w_hh),
-            lambda: w_hh.new_empty((w_hh.shape[0],)),
-        ))
-    )
+def _backward_fake(input, hx, cx, w_ih, w_hh, output_mask, w_hr=None, projection=False):
+    makers = [
+        lambda: torch.empty_like(input),
+        lambda: torch.empty_like(hx),
+        lambda: torch.empty_like(cx),
+        lambda: torch.empty_like(w_ih),
+        lambda: torch.empty_like(w_hh),
+        lambda: w_hh.new_empty((w_hh.shape[0],)),
+    ]
+    if projection:  # the layer op's grad_w_hr: undefined without w_hr
+        makers.append(lambda: torch.empty_like(w_hr) if w_hr is not None else None)
+    return tuple(_masked(output_mask, i, make) for i, make in enumerate(makers))
 
 
 @torch.library.register_fake("lstm_ext::lstm_cell_backward")
@@ -72,13 +74,15 @@ def _cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, gates, cy, 
 
 
 @torch.library.register_fake("lstm_ext::lstm_layer_forward")
-def _layer_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths):
+def _layer_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths, w_hr=None):
     _check_devices("lstm_layer_forward", lengths, input=input, hx=hx, cx=cx, w_ih=w_ih,
-                   w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
-    steps, batch, hidden = input.shape[0], input.shape[1], w_hh.shape[1]
+                   w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr)
+    steps, batch = input.shape[0], input.shape[1]
+    hidden = w_hh.shape[0] // 4
+    proj = w_hr.shape[0] if w_hr is not None else hidden
     return (
-        input.new_empty((steps, batch, hidden)),
-        input.new_empty((batch, hidden)),
+        input.new_empty((steps, batch, proj)),
+        input.new_empty((batch, proj)),
         input.new_empty((batch, hidden)),
         input.new_empty((steps, batch, 4 * hidden)),
         input.new_empty((steps, batch, hidden)),
@@ -87,11 +91,11 @@ def _layer_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths):
 
 @torch.library.register_fake("lstm_ext::lstm_layer_backward")
 def _layer_backward_fake(grad_output, grad_hy, grad_cy, input, hx, cx, w_ih, w_hh,
-                         output, gates, cs, lengths, output_mask):
+                         output, gates, cs, lengths, w_hr, output_mask):
     _check_devices("lstm_layer_backward", lengths, input=input, grad_output=grad_output,
                    grad_hy=grad_hy, grad_cy=grad_cy, hx=hx, cx=cx, w_ih=w_ih, w_hh=w_hh,
-                   output=output, gates=gates, cs=cs)
-    return _backward_fake(input, hx, cx, w_ih, w_hh, output_mask)
+                   output=output, gates=gates, cs=cs, w_hr=w_hr)
+    return _backward_fake(input, hx, cx, w_ih, w_hh, output_mask, w_hr, projection=True)
 
 
 @torch.library.register_fake("lstm_ext::gemm")
@@ -110,14 +114,17 @@ def lstm_cell(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor,
 
 def lstm_layer(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor,
                b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None,
-               lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+               lengths: Optional[Tensor] = None, w_hr: Optional[Tensor] = None
+               ) -> Tuple[Tensor, Tensor, Tensor]:
     """One direction of one layer over ``input (T, B, I)``: ``(output, h_n, c_n)``.
 
     ``lengths`` (int64, CPU, non-increasing, each in [1, T]) marks each row's
-    valid steps; later steps output zeros and leave the state alone.
+    valid steps; later steps output zeros and leave the state alone. ``w_hr
+    (P, H)`` projects h to P features (torch.nn.LSTM's ``proj_size``): then
+    ``hx``, ``h_n`` and ``output`` have P features and ``w_hh`` is ``(4H, P)``.
     """
     out, hy, cy, _, _ = torch.ops.lstm_ext.lstm_layer_forward(input, hx, cx, w_ih, w_hh, b_ih,
-                                                              b_hh, lengths)
+                                                              b_hh, lengths, w_hr)
     return out, hy, cy
 
 

@@ -12,6 +12,9 @@ equations are the seed tutorial's, in torch.nn.LSTM's parameter layout
     o     = sigmoid(W_o combined + b_o)      output gate
     c     = f * c_prev + i * c_hat
     h     = o * tanh(c)
+
+With a projection (LSTMP, torch.nn.LSTM's ``proj_size``), ``h = (o * tanh(c))
+W_hr^T``: h has ``proj_size`` features and ``W_hh`` acts on it.
 """
 from typing import List, Optional, Tuple
 
@@ -42,8 +45,9 @@ def lstm_cell(x: Tensor, h_prev: Tensor, c_prev: Tensor, w_ih: Tensor, w_hh: Ten
 
 def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
                b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None,
-               lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
-    """The cell over ``x (T, B, I)``: ``(output (T, B, H), h_n, c_n)``.
+               lengths: Optional[Tensor] = None, w_hr: Optional[Tensor] = None
+               ) -> Tuple[Tensor, Tensor, Tensor]:
+    """The cell over ``x (T, B, I)``: ``(output (T, B, H or P), h_n, c_n)``.
 
     With ``lengths``, row ``b`` runs its first ``lengths[b]`` steps only: later
     outputs are zero and ``(h_n, c_n)`` is its state after its own last step.
@@ -52,6 +56,8 @@ def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
     outputs: List[Tensor] = []
     for t in range(x.shape[0]):
         h_new, c_new = lstm_cell(x[t], h, c, w_ih, w_hh, b_ih, b_hh)
+        if w_hr is not None:
+            h_new = h_new @ w_hr.t()
         if lengths is None:
             h, c = h_new, c_new
             outputs.append(h)

@@ -64,18 +64,31 @@ def layer_args(steps, batch, input_size, hidden, dtype=torch.float64, bias=True,
     return [None if a is None else a.requires_grad_(requires_grad) for a in args]
 
 
+def projected_layer_args(steps, batch, input_size, hidden, proj, dtype=torch.float64, bias=True,
+                         seed=0):
+    """(x, h (B, P), c (B, H), w_ih, w_hh (4H, P), b_ih, b_hh, w_hr (P, H)): the
+    layer's arguments with a projection (proj_size P), w_hr last."""
+    args = layer_args(steps, batch, input_size, hidden, dtype=dtype, bias=bias, seed=seed)
+    g = torch.Generator().manual_seed(seed + 2)
+    args[1] = torch.randn(batch, proj, generator=g, dtype=dtype)
+    args[4] = torch.randn(4 * hidden, proj, generator=g, dtype=dtype) * 0.5
+    return args + [torch.randn(proj, hidden, generator=g, dtype=dtype) * 0.5]
+
+
 def leaf(args):
-    """Detached copies that require grad (None stays None)."""
-    return [None if a is None else a.detach().clone().requires_grad_(True) for a in args]
+    """Detached copies; floating ones require grad (None stays None)."""
+    return [None if a is None else a.detach().clone().requires_grad_(a.is_floating_point())
+            for a in args]
 
 
 def grads(outputs, inputs, weights):
-    """Gradients of sum(w_k * out_k) with respect to every input (None if unused)."""
+    """Gradients of sum(w_k * out_k) with respect to every input that requires
+    grad (None for the others and where unused)."""
     loss = sum((o * w).sum() for o, w in zip(outputs, weights))
-    present = [a for a in inputs if a is not None]
+    present = [a for a in inputs if a is not None and a.requires_grad]
     got = torch.autograd.grad(loss, present, allow_unused=True)
     it = iter(got)
-    return [None if a is None else next(it) for a in inputs]
+    return [next(it) if a is not None and a.requires_grad else None for a in inputs]
 
 
 def assert_matches_reference(fn, reference_fn, args, dtype, **kwargs):
@@ -176,24 +189,32 @@ def cell_backward_samples() -> List[Sample]:
 
 
 def _layer_sample(name: str, steps, batch, input_size, hidden, dtype, bias=True,
-                  lengths: Optional[List[int]] = None) -> Sample:
+                  lengths: Optional[List[int]] = None, proj: int = 0) -> Sample:
     lens = None if lengths is None else torch.tensor(lengths)
     shown = "all" if lengths is None else "-".join(map(str, lengths))
+    if proj:
+        args = projected_layer_args(steps, batch, input_size, hidden, proj, dtype=dtype,
+                                    bias=bias)
+        args = args[:7] + [lens, args[7]]
+    else:
+        args = layer_args(steps, batch, input_size, hidden, dtype=dtype, bias=bias) + [lens, None]
     return Sample(f"{name}-t{steps}-b{batch}-i{input_size}-h{hidden}-"
-                  f"{'bias' if bias else 'nobias'}-len{shown}-{dtype_id(dtype)}",
-                  layer_args(steps, batch, input_size, hidden, dtype=dtype, bias=bias) + [lens])
+                  f"{f'p{proj}-' if proj else ''}"
+                  f"{'bias' if bias else 'nobias'}-len{shown}-{dtype_id(dtype)}", args)
 
 
 def layer_samples() -> List[Sample]:
     """``lstm_layer_forward`` (and ``lstm_ext.lstm_layer``): input, hx, cx, w_ih,
-    w_hh, b_ih, b_hh, lengths; float64 and float32 each:
+    w_hh, b_ih, b_hh, lengths, w_hr; float64 and float32 each:
 
     - "small": 4 steps of 3 rows, all running or ending early;
     - "grid": 6 steps of 4 rows, with and without bias, all rows running or
       ending early (down to one step);
     - "blocked": shapes that exercise the step kernels' full and partial
       blocks, rows in groups plus a remainder, hidden units in whole vectors
-      plus a tail, rows ending at every step.
+      plus a tail, rows ending at every step;
+    - "proj": with a projection w_hr (proj_size), small and blocked shapes,
+      with and without bias and lengths, one row included.
     """
     out = []
     for dtype in DTYPES:
@@ -205,26 +226,31 @@ def layer_samples() -> List[Sample]:
         for batch, hidden in ((9, 40), (16, 64), (5, 17)):
             lengths = sorted([5, 5, 4, 2, 1] + [3] * (batch - 5), reverse=True)
             out.append(_layer_sample("blocked", 5, batch, 3, hidden, dtype, lengths=lengths))
+        for bias, lengths in ((True, None), (False, [5, 3, 3, 1]), (True, [5, 5, 2, 1])):
+            out.append(_layer_sample("proj", 5, 4, 3, 6, dtype, bias, lengths, proj=2))
+        out.append(_layer_sample("proj", 3, 1, 2, 5, dtype, proj=4))
+        out.append(_layer_sample("proj-blocked", 4, 9, 3, 40, dtype,
+                                 lengths=[4, 4, 4, 3, 3, 2, 2, 1, 1], proj=17))
     return out
 
 
 def layer_backward_samples() -> List[Sample]:
     """``lstm_layer_backward``: grad_output, grad_hy, grad_cy, input, hx, cx,
-    w_ih, w_hh, output, gates, cs, lengths, output_mask; from the forward
+    w_ih, w_hh, output, gates, cs, lengths, w_hr, output_mask; from the forward
     samples with bias, with some output gradients undefined and every gradient
     or some of them asked for."""
     out = []
     for k, s in enumerate(x for x in layer_samples() if x.args[5] is not None):
-        plain, lengths = s.args[:5], s.args[7]
+        plain, lengths, w_hr = s.args[:5], s.args[7], s.args[8]
         with torch.no_grad():
             output, hy, cy, gates, cs = torch.ops.lstm_ext.lstm_layer_forward(*s.args)
         grad_output = torch.randn_like(output) if k % 3 != 1 else None
         grad_hy = torch.randn_like(hy) if k % 3 != 0 else None
         grad_cy = torch.randn_like(cy) if k % 3 != 2 else None
-        mask = [True, True, False, True, True, False] if k % 2 == 0 else [True] * 6
+        mask = [True, True, False, True, True, False, False] if k % 2 == 0 else [True] * 7
         out.append(Sample(f"{s.id}-mask{''.join(str(int(m)) for m in mask)}",
                           [grad_output, grad_hy, grad_cy, *plain, output, gates, cs, lengths,
-                           mask]))
+                           w_hr, mask]))
     return out
 
 

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <optional>
 
 namespace lstm_ext::cpu {
 
@@ -89,23 +90,43 @@ inline void check_buffer_fits(const char* op, const char* what,
 
 struct LstmSizes {
   int64_t batch, input, hidden;
+  int64_t proj;     // the size of h: proj_size with a projection w_hr, else hidden
+  bool projected;   // w_hr given
 };
 
 // What every LSTM op checks first, in this order: input (floating, `dim`-D as
-// `layout`, its last two dimensions batch and input_size), w_hh (which gives
-// hidden_size), w_ih, hx, cx.
+// `layout`, its last two dimensions batch and input_size), w_hr where given
+// (it gives hidden_size and proj_size), w_hh (which otherwise gives
+// hidden_size), w_ih, hx, cx. With a projection (LSTMP, as torch.nn.LSTM's
+// proj_size), h is (batch, proj_size) and w_hh is (4 * hidden_size, proj_size).
 inline LstmSizes check_lstm_args(const char* op, const at::Tensor& input, int64_t dim,
                                  const char* layout, const at::Tensor& hx, const at::Tensor& cx,
-                                 const at::Tensor& w_ih, const at::Tensor& w_hh) {
+                                 const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                 const std::optional<at::Tensor>& w_hr = std::nullopt) {
   check_floating(op, "input", input);
   check_dim(op, "input", input, dim, layout);
-  check_defined_cpu(op, "w_hh", w_hh);
-  check_dim(op, "w_hh", w_hh, 2, "(4 * hidden_size, hidden_size)");
-  const LstmSizes s{input.size(dim - 2), input.size(dim - 1), w_hh.size(1)};
   const auto dtype = input.scalar_type();
-  check_arg(op, "w_hh", w_hh, {4 * s.hidden, s.hidden}, "(4 * hidden_size, hidden_size)", dtype);
+  const bool proj = w_hr.has_value() && w_hr->defined();
+  LstmSizes s{input.size(dim - 2), input.size(dim - 1), 0, 0, proj};
+  if (proj) {
+    check_defined_cpu(op, "w_hr", *w_hr);
+    check_dim(op, "w_hr", *w_hr, 2, "(proj_size, hidden_size)");
+    s.hidden = w_hr->size(1);
+    s.proj = w_hr->size(0);
+    check_arg(op, "w_hr", *w_hr, {s.proj, s.hidden}, "(proj_size, hidden_size)", dtype);
+    TORCH_CHECK(s.proj > 0, op, ": expected w_hr with proj_size > 0 rows, but got shape ",
+                w_hr->sizes());
+    check_arg(op, "w_hh", w_hh, {4 * s.hidden, s.proj}, "(4 * hidden_size, proj_size)", dtype);
+  } else {
+    check_defined_cpu(op, "w_hh", w_hh);
+    check_dim(op, "w_hh", w_hh, 2, "(4 * hidden_size, hidden_size)");
+    s.hidden = s.proj = w_hh.size(1);
+    check_arg(op, "w_hh", w_hh, {4 * s.hidden, s.hidden}, "(4 * hidden_size, hidden_size)",
+              dtype);
+  }
   check_arg(op, "w_ih", w_ih, {4 * s.hidden, s.input}, "(4 * hidden_size, input_size)", dtype);
-  check_arg(op, "hx", hx, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
+  check_arg(op, "hx", hx, {s.batch, s.proj},
+            proj ? "(batch, proj_size)" : "(batch, hidden_size)", dtype);
   check_arg(op, "cx", cx, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
   return s;
 }
@@ -118,11 +139,13 @@ inline void check_biases(const char* op, const std::optional<at::Tensor>& b_ih,
   check_optional_arg(op, "b_hh", b_hh, {4 * hidden}, "(4 * hidden_size)", dtype);
 }
 
-// The backward ops' optional gradients of the final state, each (batch, hidden_size).
+// The backward ops' optional gradients of the final state: grad_hy (batch,
+// proj_size or hidden_size), grad_cy (batch, hidden_size).
 inline void check_state_grads(const char* op, const std::optional<at::Tensor>& grad_hy,
                               const std::optional<at::Tensor>& grad_cy, const LstmSizes& s,
                               at::ScalarType dtype) {
-  check_optional_arg(op, "grad_hy", grad_hy, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
+  check_optional_arg(op, "grad_hy", grad_hy, {s.batch, s.proj},
+                     s.projected ? "(batch, proj_size)" : "(batch, hidden_size)", dtype);
   check_optional_arg(op, "grad_cy", grad_cy, {s.batch, s.hidden}, "(batch, hidden_size)", dtype);
 }
 

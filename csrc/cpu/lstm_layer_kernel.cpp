@@ -23,6 +23,15 @@
 // LSTM_EXT_GEMM=aten replaces the step kernels by ATen GEMMs plus the
 // pointwise passes, for comparison (config.h).
 //
+// Projection (w_hr (P, H), LSTMP): h_t = (o * tanh(c_t)) @ w_hr^T has P
+// features, and so do hx, hy and output; w_hh is (4H, P). Each forward step is
+// then three passes on the step kernels: gates += h_{t-1} @ W_hh^T
+// (vec::small_gemm on a transposed copy of W_hh made once), the pointwise
+// pass into an (B, H) scratch, and its projection (small_gemm). The backward
+// step adds dh_raw = (dh + grad_output_t) @ W_hr before the pointwise pass;
+// dW_hr is one GEMM after the loop over the saved (dh + grad_output_t) of
+// every step and o * tanh(c), recomputed from the saved gates and cs.
+//
 // Variable lengths: lengths must be non-increasing, so the rows still running
 // at step t are a prefix [0, batch_sizes[t]) of the batch (the layout of a
 // PackedSequence). Each step's GEMM and pointwise pass cover that prefix only;
@@ -54,12 +63,15 @@ struct LayerSizes : LstmSizes {
 
 LayerSizes check_layer_args(const char* op, const Tensor& input, const Tensor& hx,
                             const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh,
-                            const std::optional<Tensor>& lengths) {
-  LayerSizes s{check_lstm_args(op, input, 3, "(seq_len, batch, input_size)", hx, cx, w_ih, w_hh),
+                            const std::optional<Tensor>& lengths,
+                            const std::optional<Tensor>& w_hr) {
+  LayerSizes s{check_lstm_args(op, input, 3, "(seq_len, batch, input_size)", hx, cx, w_ih, w_hh,
+                               w_hr),
                input.size(0), {}, false};
   const auto dtype = input.scalar_type();
   check_buffer_fits(op, "gates", {s.steps, s.batch, 4, s.hidden}, dtype);
   check_buffer_fits(op, "input", {s.steps, s.batch, s.input}, dtype);
+  check_buffer_fits(op, "output", {s.steps, s.batch, s.proj}, dtype);
   // The step kernels' packed W_hh: at most 4 * H * (H + 15) elements.
   check_buffer_fits(op, "packed w_hh", {4, s.hidden, s.hidden + 16}, dtype);
 
@@ -92,15 +104,55 @@ Tensor last_step(const Tensor& seq, const LayerSizes& s, const Tensor& initial) 
   return out;
 }
 
+// The projected forward steps (see the top of the file): h_{t-1} (rows, P) ->
+// gates, c_t, and h_t = (o * tanh(c_t)) @ W_hr^T into output[t] (rows, P).
+template <typename scalar_t>
+void projected_forward_steps(const LayerSizes& s, const Tensor& w_hh, const Tensor& w_hr,
+                             const scalar_t* bias_ih, const scalar_t* bias_hh, const Tensor& h0,
+                             const Tensor& c0, const Tensor& gates, const Tensor& output,
+                             const Tensor& cs, bool step_kernels) {
+  const int64_t B = s.batch, H = s.hidden, P = s.proj;
+  // small_gemm reads its right operand (K, N) row-major: W_hh^T (P, 4H) and
+  // W_hr^T (H, P), transposed once for the sequence.
+  const Tensor w_hh_t = w_hh.t().contiguous();
+  const Tensor w_hr_t = w_hr.t().contiguous();
+  Tensor h_raw = at::empty({B, H}, gates.options());  // o * tanh(c_t), one step
+  scalar_t* gates_p = gates.data_ptr<scalar_t>();
+  scalar_t* out_p = output.data_ptr<scalar_t>();
+  scalar_t* cs_p = cs.data_ptr<scalar_t>();
+  scalar_t* raw_p = h_raw.data_ptr<scalar_t>();
+  for (int64_t t = 0; t < s.steps; ++t) {
+    const int64_t n = s.batch_sizes[t];
+    scalar_t* g = gates_p + t * B * 4 * H;
+    const scalar_t* h_prev = t == 0 ? h0.data_ptr<scalar_t>() : out_p + (t - 1) * B * P;
+    const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H;
+    if (step_kernels) {
+      vec::small_gemm<scalar_t>(n, 4 * H, P, h_prev, P, w_hh_t.data_ptr<scalar_t>(), 4 * H, g,
+                                4 * H, true);
+    } else {
+      const Tensor h_rows = t == 0 ? h0.narrow(0, 0, n) : output[t - 1].narrow(0, 0, n);
+      matmul(h_rows, w_hh.t(), gates[t].narrow(0, 0, n), 1.0);
+    }
+    vec::forward_pointwise<scalar_t>({{n, H, vec::kLayerElementsPerThread}, g, bias_ih, bias_hh,
+                                      c_prev, cs_p + t * B * H, raw_p});
+    if (step_kernels) {
+      vec::small_gemm<scalar_t>(n, P, H, raw_p, H, w_hr_t.data_ptr<scalar_t>(), P,
+                                out_p + t * B * P, P, false);
+    } else {
+      matmul(h_raw.narrow(0, 0, n), w_hr.t(), output[t].narrow(0, 0, n), 0.0);
+    }
+  }
+}
+
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
     const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
     const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
-    const std::optional<Tensor>& lengths) {
+    const std::optional<Tensor>& lengths, const std::optional<Tensor>& w_hr) {
   constexpr const char* op = "lstm_layer_forward";
-  const LayerSizes s = check_layer_args(op, input, hx, cx, w_ih, w_hh, lengths);
+  const LayerSizes s = check_layer_args(op, input, hx, cx, w_ih, w_hh, lengths, w_hr);
   const auto dtype = input.scalar_type();
   check_biases(op, b_ih, b_hh, s.hidden, dtype);
-  const int64_t T = s.steps, B = s.batch, H = s.hidden;
+  const int64_t T = s.steps, B = s.batch, H = s.hidden, P = s.proj;
 
   // The input projection of every step at once; the biases are added by the
   // step's cell update, which reads the gates anyway.
@@ -110,7 +162,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
 
   // Padded steps must read as zeros in output; cs is zeroed alike so that no
   // uninitialised memory is ever handed out.
-  Tensor output = cached_empty({T, B, H}, input.options());
+  Tensor output = cached_empty({T, B, P}, input.options());
   Tensor cs = cached_empty({T, B, H}, input.options());
   if (s.padded) {
     output.zero_();
@@ -126,6 +178,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
     Tensor keep_ih, keep_hh;
     const scalar_t* bias_ih = optional_data<scalar_t>(b_ih, keep_ih);
     const scalar_t* bias_hh = optional_data<scalar_t>(b_hh, keep_hh);
+    if (s.projected) {
+      projected_forward_steps<scalar_t>(s, w_hh, *w_hr, bias_ih, bias_hh, h0, c0, gates, output,
+                                        cs, fused);
+      return;
+    }
     // Raw pointers into the sequence buffers: a batch-1 step is short enough
     // that making per-step Tensor views would be a visible share of it.
     scalar_t* gates_p = gates.data_ptr<scalar_t>();
@@ -162,28 +219,29 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
 
 LSTM_EXT_IMPL(CPU, lstm_layer_forward, lstm_layer_forward)
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
     const std::optional<Tensor>& grad_output, const std::optional<Tensor>& grad_hy,
     const std::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx,
     const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh, const Tensor& output,
     const Tensor& gates, const Tensor& cs, const std::optional<Tensor>& lengths,
-    std::array<bool, 6> output_mask) {
+    const std::optional<Tensor>& w_hr, std::array<bool, 7> output_mask) {
   constexpr const char* op = "lstm_layer_backward";
-  const LayerSizes s = check_layer_args(op, input, hx, cx, w_ih, w_hh, lengths);
+  const LayerSizes s = check_layer_args(op, input, hx, cx, w_ih, w_hh, lengths, w_hr);
   const auto dtype = input.scalar_type();
-  const int64_t T = s.steps, B = s.batch, H = s.hidden;
-  check_arg(op, "output", output, {T, B, H}, "(seq_len, batch, hidden_size)", dtype);
+  const int64_t T = s.steps, B = s.batch, H = s.hidden, P = s.proj;
+  const char* out_layout =
+      s.projected ? "(seq_len, batch, proj_size)" : "(seq_len, batch, hidden_size)";
+  check_arg(op, "output", output, {T, B, P}, out_layout, dtype);
   check_arg(op, "gates", gates, {T, B, 4 * H}, "(seq_len, batch, 4 * hidden_size)", dtype);
   check_arg(op, "cs", cs, {T, B, H}, "(seq_len, batch, hidden_size)", dtype);
-  check_optional_arg(op, "grad_output", grad_output, {T, B, H}, "(seq_len, batch, hidden_size)",
-                     dtype);
+  check_optional_arg(op, "grad_output", grad_output, {T, B, P}, out_layout, dtype);
   check_state_grads(op, grad_hy, grad_cy, s, dtype);
 
   // dh and dc carried backwards through time, updated in place. Rows that end
   // before the last step start from grad_hy/grad_cy when the loop reaches them.
   const bool has_gh = grad_hy.has_value() && grad_hy->defined();
   const bool has_gc = grad_cy.has_value() && grad_cy->defined();
-  Tensor dh = has_gh ? grad_hy->contiguous().clone() : at::zeros({B, H}, input.options());
+  Tensor dh = has_gh ? grad_hy->contiguous().clone() : at::zeros({B, P}, input.options());
   Tensor dc = has_gc ? grad_cy->contiguous().clone() : at::zeros({B, H}, input.options());
   const bool has_go = grad_output.has_value() && grad_output->defined();
   const Tensor go = has_go ? grad_output->contiguous() : Tensor();
@@ -194,6 +252,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   const bool fused = config().step_kernels;
   Tensor grad_gates = cached_empty({T, B, 4 * H}, input.options());
   if (s.padded) grad_gates.zero_();
+  // With a projection: each step's whole gradient w.r.t. h_t (dh + grad
+  // output), kept for dW_hr, and its image through W_hr, the pointwise pass's
+  // grad_h.
+  Tensor grad_h_proj, grad_h_raw;
+  const Tensor w_hr_c = s.projected ? w_hr->contiguous() : Tensor();
+  if (s.projected) {
+    grad_h_proj = cached_empty({T, B, P}, input.options());
+    if (s.padded) grad_h_proj.zero_();
+    grad_h_raw = at::empty({B, H}, input.options());
+  }
 
   AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
     const scalar_t* gates_p = gates_c.data_ptr<scalar_t>();
@@ -206,21 +274,37 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t n = s.batch_sizes[t];
       scalar_t* dg = dg_p + t * B * 4 * H;
+      const scalar_t* grad_h = dh_p;
+      const scalar_t* grad_h_extra = go_p != nullptr ? go_p + t * B * P : nullptr;
+      if (s.projected) {
+        scalar_t* dhp = grad_h_proj.data_ptr<scalar_t>() + t * B * P;
+        for (int64_t k = 0; k < n * P; ++k) {
+          dhp[k] = grad_h_extra != nullptr ? dh_p[k] + grad_h_extra[k] : dh_p[k];
+        }
+        if (fused) {
+          vec::small_gemm<scalar_t>(n, H, P, dhp, P, w_hr_c.data_ptr<scalar_t>(), H,
+                                    grad_h_raw.data_ptr<scalar_t>(), H, false);
+        } else {
+          matmul(grad_h_proj[t].narrow(0, 0, n), w_hr_c, grad_h_raw.narrow(0, 0, n), 0.0);
+        }
+        grad_h = grad_h_raw.data_ptr<scalar_t>();
+        grad_h_extra = nullptr;
+      }
       vec::backward_pointwise<scalar_t>({
           {n, H, vec::kLayerElementsPerThread},
           gates_p + t * B * 4 * H,
           t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H,
           cs_p + t * B * H,
-          dh_p,
-          go_p != nullptr ? go_p + t * B * H : nullptr,
+          grad_h,
+          grad_h_extra,
           dc_p,
           dg,
           dc_p,
       });
       if (fused && n == 1) {
-        vec::gemv_cols<scalar_t>(w_hh_p, 4 * H, H, dg, dh_p);
+        vec::gemv_cols<scalar_t>(w_hh_p, 4 * H, P, dg, dh_p);
       } else if (fused) {
-        vec::small_gemm<scalar_t>(n, H, 4 * H, dg, 4 * H, w_hh_p, H, dh_p, H, false);
+        vec::small_gemm<scalar_t>(n, P, 4 * H, dg, 4 * H, w_hh_p, P, dh_p, P, false);
       } else {
         matmul(grad_gates[t].narrow(0, 0, n), w_hh, dh.narrow(0, 0, n), 0.0);
       }
@@ -229,7 +313,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
 
   const Tensor dg2d = grad_gates.view({T * B, 4 * H});
   const Tensor x2d = input.reshape({T * B, s.input});
-  Tensor grad_input, grad_w_ih, grad_w_hh;
+  Tensor grad_input, grad_w_ih, grad_w_hh, grad_w_hr;
   if (output_mask[0]) {
     grad_input = cached_empty({T, B, s.input}, input.options());
     matmul(dg2d, w_ih, grad_input.view({T * B, s.input}), 0.0);
@@ -244,13 +328,27 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
     if (T > 0) matmul(grad_gates[0].t(), hx, grad_w_hh, 0.0);
     if (T > 1) {
       matmul(grad_gates.narrow(0, 1, T - 1).reshape({(T - 1) * B, 4 * H}).t(),
-             output.narrow(0, 0, T - 1).reshape({(T - 1) * B, H}), grad_w_hh, 1.0);
+             output.narrow(0, 0, T - 1).reshape({(T - 1) * B, P}), grad_w_hh, 1.0);
     }
+  }
+  if (output_mask[6] && s.projected) {
+    // dW_hr = sum_t (dh + grad_output)_t^T @ (o_t * tanh(c_t)). Padded rows'
+    // o is a raw pre-activation (the step never ran): zero their product, so
+    // that no inf or NaN there reaches the sum through 0 * inf.
+    Tensor h_raw = gates_c.narrow(2, 3 * H, H) * at::tanh(cs_c);
+    if (s.padded) {
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t n = s.batch_sizes[t];
+        if (n < B) h_raw[t].narrow(0, n, B - n).zero_();
+      }
+    }
+    grad_w_hr = at::empty_like(*w_hr, at::MemoryFormat::Contiguous);
+    matmul(grad_h_proj.view({T * B, P}).t(), h_raw.view({T * B, H}), grad_w_hr, 0.0);
   }
   Tensor grad_bias = output_mask[5] ? dg2d.sum(0) : Tensor();
   if (!output_mask[1]) dh.reset();
   if (!output_mask[2]) dc.reset();
-  return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_bias};
+  return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr};
 }
 
 LSTM_EXT_IMPL(CPU, lstm_layer_backward, lstm_layer_backward)

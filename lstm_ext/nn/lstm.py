@@ -37,11 +37,12 @@ class LSTM(nn.Module):
     return value ``(output, (h_n, c_n))`` as :class:`torch.nn.LSTM`, including
     unbatched input and :class:`~torch.nn.utils.rnn.PackedSequence`. Switch by
     changing the import, or convert a trained module with :meth:`from_torch`.
-    ``proj_size > 0`` is not supported yet and raises ``ValueError``.
+    ``proj_size > 0`` gives an LSTM with projections (``weight_hr_l{k}``, h of
+    ``proj_size`` features, c of ``hidden_size``), as in :class:`torch.nn.LSTM`.
     """
 
     __constants__ = ["input_size", "hidden_size", "num_layers", "bias", "batch_first",
-                     "dropout", "bidirectional", "num_directions"]
+                     "dropout", "bidirectional", "num_directions", "proj_size"]
     __jit_unused_properties__ = ["all_weights"]
     _flat_weights: List[Optional[Tensor]]
 
@@ -50,10 +51,14 @@ class LSTM(nn.Module):
                  bidirectional: bool = False, proj_size: int = 0, device=None,
                  dtype=None) -> None:
         super().__init__()
-        if proj_size != 0:
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
             raise ValueError(
-                f"LSTM: proj_size={proj_size} is not supported by lstm_ext yet; "
-                "use torch.nn.LSTM for projected LSTMs"
+                f"LSTM: proj_size must be an integer >= 0 (0: no projection), but got {proj_size!r}"
+            )
+        if proj_size >= hidden_size:
+            raise ValueError(
+                f"LSTM: proj_size must be smaller than hidden_size, but got proj_size={proj_size} "
+                f"and hidden_size={hidden_size}"
             )
         if input_size < 0 or hidden_size <= 0 or num_layers < 1:
             raise ValueError(
@@ -70,10 +75,11 @@ class LSTM(nn.Module):
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
         self.num_directions = 2 if bidirectional else 1
-        self.proj_size = 0
+        self.proj_size = proj_size
+        out_size = proj_size if proj_size > 0 else hidden_size  # the size of h
         factory = {"device": device, "dtype": dtype}
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * self.num_directions
+            layer_input = input_size if layer == 0 else out_size * self.num_directions
             for suffix in self._suffixes():
                 name = f"l{layer}{suffix}"
                 self.register_parameter(
@@ -81,25 +87,29 @@ class LSTM(nn.Module):
                     nn.Parameter(torch.empty(4 * hidden_size, layer_input, **factory)))
                 self.register_parameter(
                     "weight_hh_" + name,
-                    nn.Parameter(torch.empty(4 * hidden_size, hidden_size, **factory)))
+                    nn.Parameter(torch.empty(4 * hidden_size, out_size, **factory)))
                 if bias:
                     self.register_parameter(
                         "bias_ih_" + name, nn.Parameter(torch.empty(4 * hidden_size, **factory)))
                     self.register_parameter(
                         "bias_hh_" + name, nn.Parameter(torch.empty(4 * hidden_size, **factory)))
+                if proj_size > 0:
+                    self.register_parameter(
+                        "weight_hr_" + name,
+                        nn.Parameter(torch.empty(proj_size, hidden_size, **factory)))
         self._flat_weights = []
         self._init_flat_weights()
         self.reset_parameters()
 
     def _weight_names(self) -> List[str]:
-        """Parameter names, four per layer and direction (bias entries even
-        without bias), in the order _run reads them."""
+        """Parameter names, five per layer and direction (bias and projection
+        entries even without them), in the order _run reads them."""
         return [f"{kind}_l{layer}{suffix}"
                 for layer in range(self.num_layers) for suffix in self._suffixes()
-                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")]
 
     def _init_flat_weights(self) -> None:
-        # A plain list of the parameters (None for absent biases), which
+        # A plain list of the parameters (None where absent), which
         # TorchScript can index; getattr with computed names it cannot.
         self._flat_weights = [getattr(self, n, None) for n in self._weight_names()]
 
@@ -140,9 +150,9 @@ class LSTM(nn.Module):
 
     @property
     def all_weights(self) -> List[List[Tensor]]:
-        return [[getattr(self, n + "_" + f"l{layer}{s}")
-                 for n in (["weight_ih", "weight_hh", "bias_ih", "bias_hh"] if self.bias
-                           else ["weight_ih", "weight_hh"])]
+        kinds = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
+        kinds += ["weight_hr"] if self.proj_size > 0 else []
+        return [[getattr(self, n + "_" + f"l{layer}{s}") for n in kinds]
                 for layer in range(self.num_layers) for s in self._suffixes()]
 
     def extra_repr(self) -> str:
@@ -157,6 +167,8 @@ class LSTM(nn.Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
+        if self.proj_size != 0:
+            s += f", proj_size={self.proj_size}"
         return s
 
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None
@@ -221,25 +233,28 @@ class LSTM(nn.Module):
                 f"{who}: expected input with {self.input_size} features (input_size), "
                 f"but got {x.shape[2]} (input shape {list(x.shape)})"
             )
-        state = [self.num_layers * self.num_directions, batch, self.hidden_size]
+        states = self.num_layers * self.num_directions
+        h_size = self.proj_size if self.proj_size > 0 else self.hidden_size
         if hx is None:
-            h0 = torch.zeros(state, dtype=x.dtype, device=x.device)
-            c0 = h0
+            h0 = torch.zeros([states, batch, h_size], dtype=x.dtype, device=x.device)
+            c0 = h0 if h_size == self.hidden_size else torch.zeros(
+                [states, batch, self.hidden_size], dtype=x.dtype, device=x.device)
         else:
             h0, c0 = hx
-            layout = "(num_layers * num_directions, batch, hidden_size)"
-            if not batched:
-                layout = "(num_layers * num_directions, hidden_size) for unbatched input"
-                state_expected = [state[0], state[2]]
-            else:
-                state_expected = state
-            for name, t in (("h_0", h0), ("c_0", c0)):
+            h_name = "proj_size" if self.proj_size > 0 else "hidden_size"
+            for name, t, size, size_name in (("h_0", h0, h_size, h_name),
+                                             ("c_0", c0, self.hidden_size, "hidden_size")):
                 check_float_like(who, name, t, w0)
-                shown = list(t.shape) if batched else [t.shape[0]] + list(t.shape[2:])
+                state = [states, batch, size]
+                if batched:
+                    layout = f"(num_layers * num_directions, batch, {size_name})"
+                    expected, shown = state, list(t.shape)
+                else:
+                    layout = f"(num_layers * num_directions, {size_name}) for unbatched input"
+                    expected, shown = [states, size], [t.shape[0]] + list(t.shape[2:])
                 if list(t.shape) != state:
                     raise ValueError(
-                        f"{who}: expected {name} of shape {state_expected} {layout}, "
-                        f"but got {shown}"
+                        f"{who}: expected {name} of shape {expected} {layout}, but got {shown}"
                     )
         if steps == 0:
             raise ValueError(f"{who}: expected a sequence of at least one step, but got seq_len=0")
@@ -250,12 +265,12 @@ class LSTM(nn.Module):
             outputs: List[Tensor] = []
             for direction in range(self.num_directions):
                 idx = layer * self.num_directions + direction
-                w_ih, w_hh = self._flat_weights[4 * idx], self._flat_weights[4 * idx + 1]
+                w_ih, w_hh = self._flat_weights[5 * idx], self._flat_weights[5 * idx + 1]
                 assert w_ih is not None and w_hh is not None
                 seq = layer_input if direction == 0 else reverse_padded(layer_input, lengths)
                 out, hy, cy = ops.lstm_layer(
-                    seq, h0[idx], c0[idx], w_ih, w_hh, self._flat_weights[4 * idx + 2],
-                    self._flat_weights[4 * idx + 3], lengths)
+                    seq, h0[idx], c0[idx], w_ih, w_hh, self._flat_weights[5 * idx + 2],
+                    self._flat_weights[5 * idx + 3], lengths, self._flat_weights[5 * idx + 4])
                 outputs.append(out if direction == 0 else reverse_padded(out, lengths))
                 h_n.append(hy)
                 c_n.append(cy)

@@ -145,13 +145,6 @@ def test_bad_input(call, exc, message):
         call(lstm_ext.LSTM(5, 6))
 
 
-def test_projection_is_refused_clearly():
-    with pytest.raises(ValueError, match="proj_size=2 is not supported"):
-        lstm_ext.LSTM(5, 6, proj_size=2)
-    with pytest.raises(ValueError, match="proj_size=3 is not supported"):
-        lstm_ext.LSTM.from_torch(nn.LSTM(5, 6, proj_size=3))
-
-
 def test_torch_compile_traces_the_ops():
     """The fake kernels let torch.compile trace the C++ ops (forward and backward)."""
     torch.manual_seed(0)

@@ -21,25 +21,23 @@ SAMPLES = layer_samples()
 @pytest.mark.parametrize("sample", params(SAMPLES))
 def test_forward_and_gradients_match_reference(sample):
     """Outputs and every gradient of the layer op against the reference."""
-    assert_matches_reference(lstm_ext.lstm_layer, reference.lstm_layer, sample.args[:7],
-                             sample.dtype, lengths=sample.args[7])
+    assert_matches_reference(lstm_ext.lstm_layer, reference.lstm_layer, sample.args,
+                             sample.dtype)
 
 
 @pytest.mark.parametrize("sample", params(SAMPLES, torch.float64))
 def test_gradcheck(sample):
     """Every input, all outputs used and only h_n (output and c_n gradients
     arrive undefined); fast mode for the larger samples."""
-    args, lens = leaf(sample.args[:7]), sample.args[7]
+    args = leaf(sample.args)
     fast = sample.fast_gradcheck
-    assert torch.autograd.gradcheck(lambda *a: lstm_ext.lstm_layer(*a, lengths=lens), args,
-                                    fast_mode=fast)
-    assert torch.autograd.gradcheck(lambda *a: lstm_ext.lstm_layer(*a, lengths=lens)[1], args,
-                                    fast_mode=fast)
+    assert torch.autograd.gradcheck(lstm_ext.lstm_layer, args, fast_mode=fast)
+    assert torch.autograd.gradcheck(lambda *a: lstm_ext.lstm_layer(*a)[1], args, fast_mode=fast)
 
 
 @pytest.mark.parametrize("sample", params(SAMPLES))
 def test_opcheck(sample):
-    torch.library.opcheck(op.lstm_layer_forward.default, leaf(sample.args[:7]) + sample.args[7:])
+    torch.library.opcheck(op.lstm_layer_forward.default, leaf(sample.args))
 
 
 @pytest.mark.parametrize("sample", params(layer_backward_samples()))

@@ -90,7 +90,7 @@ def _layer_backward_args():
     out, _, _, gates, cs = op.lstm_layer_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, None)
     return dict(grad_output=torch.ones_like(out), grad_hy=None, grad_cy=None, input=x, hx=h,
                 cx=c, w_ih=w_ih, w_hh=w_hh, output=out, gates=gates, cs=cs,
-                lengths=torch.tensor([3, 2]), output_mask=[True] * 6)
+                lengths=torch.tensor([3, 2]), w_hr=None, output_mask=[True] * 7)
 
 
 def _cell_backward_args():
