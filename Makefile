@@ -106,6 +106,7 @@ bench: install
 	$(PY) benchmarks/bench_cell.py
 	$(PY) benchmarks/bench_layer.py
 	$(PY) benchmarks/bench_streaming.py
+	$(PY) benchmarks/bench_double_backward.py
 
 clean:
 	rm -rf $(VENV) .venv-torch-* build $(CPP_BUILD) lstm_ext/*.so *.egg-info
