@@ -25,6 +25,7 @@
 
 #include <string>
 
+#include "cpu/step_team.h"
 #include "cpu/vec/dispatch.h"
 
 TORCH_LIBRARY(lstm_ext, m) {
@@ -32,6 +33,10 @@ TORCH_LIBRARY(lstm_ext, m) {
   // "avx2" or "default" (benchmarks print it next to their figures).
   m.def("pointwise_capability() -> str",
         [] { return std::string(lstm_ext::cpu::vec::capability_name()); });
+  // How often the layer ops found the CPU contended (a step waited for a
+  // thread the scheduler had taken off the CPU) and fell back to one thread
+  // (cpu/step_team.h); benchmarks print it next to their figures.
+  m.def("thread_fallbacks() -> int", [] { return lstm_ext::cpu::thread_fallbacks(); });
   // a @ b on the GEMM the kernels use for that shape (oneDNN or ATen's MKL):
   // lets the benchmarks measure the machine's GEMM ceiling and floor as the
   // kernels see them.

@@ -48,6 +48,7 @@
 #include "checks.h"
 #include "config.h"
 #include "gemm.h"
+#include "step_team.h"
 #include "vec/kernels.h"
 
 namespace lstm_ext::cpu {
@@ -87,6 +88,18 @@ LayerSizes check_layer_args(const char* op, const Tensor& input, const Tensor& h
     s.padded = s.batch > 0 && l[s.batch - 1] < s.steps;
   }
   return s;
+}
+
+// Runs a layer's time loop: on a step team (step_team.h) when the steps run
+// on the step kernels, whose parallel_for calls it serves; the ATen-GEMM path
+// (LSTM_EXT_GEMM=aten) calls ATen's threaded GEMMs per step and runs as is.
+template <typename F>
+void run_steps(bool step_kernels, const F& loop) {
+  if (step_kernels) {
+    with_step_team(loop);
+  } else {
+    loop();
+  }
 }
 
 // Each row's value at its own last step: rows[b] = seq[len_b - 1, b].
@@ -153,6 +166,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   const auto dtype = input.scalar_type();
   check_biases(op, b_ih, b_hh, s.hidden, dtype);
   const int64_t T = s.steps, B = s.batch, H = s.hidden, P = s.proj;
+  const OpThreads threads;  // one thread while the CPU is found contended
 
   // The input projection of every step at once; the biases are added by the
   // step's cell update, which reads the gates anyway.
@@ -179,8 +193,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
     const scalar_t* bias_ih = optional_data<scalar_t>(b_ih, keep_ih);
     const scalar_t* bias_hh = optional_data<scalar_t>(b_hh, keep_hh);
     if (s.projected) {
-      projected_forward_steps<scalar_t>(s, w_hh, *w_hr, bias_ih, bias_hh, h0, c0, gates, output,
-                                        cs, fused);
+      run_steps(fused, [&] {
+        projected_forward_steps<scalar_t>(s, w_hh, *w_hr, bias_ih, bias_hh, h0, c0, gates,
+                                          output, cs, fused);
+      });
       return;
     }
     // Raw pointers into the sequence buffers: a batch-1 step is short enough
@@ -195,22 +211,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
       packed = at::empty({vec::step_weights_size<scalar_t>(H)}, input.options());
       vec::pack_step_weights<scalar_t>(w_hh_p, H, packed.data_ptr<scalar_t>());
     }
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t n = s.batch_sizes[t];
-      scalar_t* g = gates_p + t * B * 4 * H;
-      const scalar_t* h_prev = t == 0 ? h0.data_ptr<scalar_t>() : out_p + (t - 1) * B * H;
-      const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H;
-      if (fused) {
-        vec::fused_forward_step<scalar_t>({g, packed.data_ptr<scalar_t>(), h_prev, c_prev,
-                                           cs_p + t * B * H, out_p + t * B * H, bias_ih,
-                                           bias_hh, n, H});
-        continue;
+    run_steps(fused, [&] {
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t n = s.batch_sizes[t];
+        scalar_t* g = gates_p + t * B * 4 * H;
+        const scalar_t* h_prev = t == 0 ? h0.data_ptr<scalar_t>() : out_p + (t - 1) * B * H;
+        const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H;
+        if (fused) {
+          vec::fused_forward_step<scalar_t>({g, packed.data_ptr<scalar_t>(), h_prev, c_prev,
+                                             cs_p + t * B * H, out_p + t * B * H, bias_ih,
+                                             bias_hh, n, H});
+          continue;
+        }
+        const Tensor h_rows = t == 0 ? h0.narrow(0, 0, n) : output[t - 1].narrow(0, 0, n);
+        matmul(h_rows, w_hh_t, gates[t].narrow(0, 0, n), 1.0);
+        vec::forward_pointwise<scalar_t>({{n, H, vec::kLayerElementsPerThread}, g, bias_ih,
+                                          bias_hh, c_prev, cs_p + t * B * H, out_p + t * B * H});
       }
-      const Tensor h_rows = t == 0 ? h0.narrow(0, 0, n) : output[t - 1].narrow(0, 0, n);
-      matmul(h_rows, w_hh_t, gates[t].narrow(0, 0, n), 1.0);
-      vec::forward_pointwise<scalar_t>({{n, H, vec::kLayerElementsPerThread}, g, bias_ih, bias_hh,
-                                        c_prev, cs_p + t * B * H, out_p + t * B * H});
-    }
+    });
   });
   Tensor hy = last_step(output, s, h0);
   Tensor cy = last_step(cs, s, c0);
@@ -236,6 +254,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
   check_arg(op, "cs", cs, {T, B, H}, "(seq_len, batch, hidden_size)", dtype);
   check_optional_arg(op, "grad_output", grad_output, {T, B, P}, out_layout, dtype);
   check_state_grads(op, grad_hy, grad_cy, s, dtype);
+  const OpThreads threads;  // one thread while the CPU is found contended
 
   // dh and dc carried backwards through time, updated in place. Rows that end
   // before the last step start from grad_hy/grad_cy when the loop reaches them.
@@ -271,44 +290,46 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
     scalar_t* dh_p = dh.data_ptr<scalar_t>();
     scalar_t* dc_p = dc.data_ptr<scalar_t>();
     const scalar_t* w_hh_p = w_hh_c.data_ptr<scalar_t>();
-    for (int64_t t = T - 1; t >= 0; --t) {
-      const int64_t n = s.batch_sizes[t];
-      scalar_t* dg = dg_p + t * B * 4 * H;
-      const scalar_t* grad_h = dh_p;
-      const scalar_t* grad_h_extra = go_p != nullptr ? go_p + t * B * P : nullptr;
-      if (s.projected) {
-        scalar_t* dhp = grad_h_proj.data_ptr<scalar_t>() + t * B * P;
-        for (int64_t k = 0; k < n * P; ++k) {
-          dhp[k] = grad_h_extra != nullptr ? dh_p[k] + grad_h_extra[k] : dh_p[k];
+    run_steps(fused, [&] {
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t n = s.batch_sizes[t];
+        scalar_t* dg = dg_p + t * B * 4 * H;
+        const scalar_t* grad_h = dh_p;
+        const scalar_t* grad_h_extra = go_p != nullptr ? go_p + t * B * P : nullptr;
+        if (s.projected) {
+          scalar_t* dhp = grad_h_proj.data_ptr<scalar_t>() + t * B * P;
+          for (int64_t k = 0; k < n * P; ++k) {
+            dhp[k] = grad_h_extra != nullptr ? dh_p[k] + grad_h_extra[k] : dh_p[k];
+          }
+          if (fused) {
+            vec::small_gemm<scalar_t>(n, H, P, dhp, P, w_hr_c.data_ptr<scalar_t>(), H,
+                                      grad_h_raw.data_ptr<scalar_t>(), H, false);
+          } else {
+            matmul(grad_h_proj[t].narrow(0, 0, n), w_hr_c, grad_h_raw.narrow(0, 0, n), 0.0);
+          }
+          grad_h = grad_h_raw.data_ptr<scalar_t>();
+          grad_h_extra = nullptr;
         }
-        if (fused) {
-          vec::small_gemm<scalar_t>(n, H, P, dhp, P, w_hr_c.data_ptr<scalar_t>(), H,
-                                    grad_h_raw.data_ptr<scalar_t>(), H, false);
+        vec::backward_pointwise<scalar_t>({
+            {n, H, vec::kLayerElementsPerThread},
+            gates_p + t * B * 4 * H,
+            t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H,
+            cs_p + t * B * H,
+            grad_h,
+            grad_h_extra,
+            dc_p,
+            dg,
+            dc_p,
+        });
+        if (fused && n == 1) {
+          vec::gemv_cols<scalar_t>(w_hh_p, 4 * H, P, dg, dh_p);
+        } else if (fused) {
+          vec::small_gemm<scalar_t>(n, P, 4 * H, dg, 4 * H, w_hh_p, P, dh_p, P, false);
         } else {
-          matmul(grad_h_proj[t].narrow(0, 0, n), w_hr_c, grad_h_raw.narrow(0, 0, n), 0.0);
+          matmul(grad_gates[t].narrow(0, 0, n), w_hh, dh.narrow(0, 0, n), 0.0);
         }
-        grad_h = grad_h_raw.data_ptr<scalar_t>();
-        grad_h_extra = nullptr;
       }
-      vec::backward_pointwise<scalar_t>({
-          {n, H, vec::kLayerElementsPerThread},
-          gates_p + t * B * 4 * H,
-          t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H,
-          cs_p + t * B * H,
-          grad_h,
-          grad_h_extra,
-          dc_p,
-          dg,
-          dc_p,
-      });
-      if (fused && n == 1) {
-        vec::gemv_cols<scalar_t>(w_hh_p, 4 * H, P, dg, dh_p);
-      } else if (fused) {
-        vec::small_gemm<scalar_t>(n, P, 4 * H, dg, 4 * H, w_hh_p, P, dh_p, P, false);
-      } else {
-        matmul(grad_gates[t].narrow(0, 0, n), w_hh, dh.narrow(0, 0, n), 0.0);
-      }
-    }
+    });
   });
 
   const Tensor dg2d = grad_gates.view({T * B, 4 * H});

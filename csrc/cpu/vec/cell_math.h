@@ -24,6 +24,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "../step_team.h"
 #include "kernels.h"
 
 namespace lstm_ext::cpu::vec::CPU_CAPABILITY {
@@ -99,7 +100,7 @@ inline void parallel_spans(int64_t rows, int64_t hidden, int64_t elements_per_th
   constexpr int64_t kSpan = 64;
   const int64_t spans = (hidden + kSpan - 1) / kSpan;
   const int64_t grain = std::max<int64_t>(1, elements_per_thread / kSpan);
-  at::parallel_for(0, rows * spans, grain, [&](int64_t i0, int64_t i1) {
+  ::lstm_ext::cpu::parallel_for(0, rows * spans, grain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t r = i / spans;
       const int64_t j0 = (i % spans) * kSpan;

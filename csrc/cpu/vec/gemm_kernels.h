@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cell_math.h"
+#include "../step_team.h"
 #include "kernels.h"
 
 namespace lstm_ext::cpu::vec::CPU_CAPABILITY {
@@ -31,8 +32,8 @@ template <typename T>
 void gemv_rows(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
   using Vec = Vectorized<T>;
   // Four rows at a time share each load of x.
-  at::parallel_for(0, (rows + 3) / 4, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)),
-                   [&](int64_t q0, int64_t q1) {
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1));
+  ::lstm_ext::cpu::parallel_for(0, (rows + 3) / 4, grain, [&](int64_t q0, int64_t q1) {
     for (int64_t r = q0 * 4; r < std::min(rows, q1 * 4); r += 4) {
       const int64_t nr = std::min<int64_t>(4, rows - r);
       Vec acc[4] = {Vec(T(0)), Vec(T(0)), Vec(T(0)), Vec(T(0))};
@@ -58,8 +59,8 @@ void gemv_cols(const T* w, int64_t rows, int64_t cols, const T* x, T* y) {
   constexpr int64_t kVec = Vec::size();
   constexpr int64_t kGroup = 4 * kVec;
   const int64_t groups = (cols + kGroup - 1) / kGroup;
-  at::parallel_for(0, groups, std::max<int64_t>(1, 512 / std::max<int64_t>(rows, 1)),
-                   [&](int64_t g0, int64_t g1) {
+  const int64_t grain = std::max<int64_t>(1, 512 / std::max<int64_t>(rows, 1));
+  ::lstm_ext::cpu::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t j = g * kGroup;
       const int64_t width = std::min(kGroup, cols - j);
@@ -149,7 +150,7 @@ void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const 
   // A second thread only pays off above ~0.5 MFLOP per step.
   const int64_t work_per_block = 2 * M * K * kBlockN;
   const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(work_per_block, 1));
-  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+  ::lstm_ext::cpu::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t j = blk * kBlockN;
       const int64_t n = std::min(kBlockN, N - j);
@@ -241,7 +242,7 @@ void fused_forward_step(const StepForward<T>& a) {
   // its own cache from one step to the next.
   const int64_t work_per_block = 8 * a.rows * H * kVec;
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(work_per_block, 1));
-  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+  ::lstm_ext::cpu::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
     // Per-thread scratch for the sums, kept across steps: no allocation per step.
     thread_local std::vector<T> partial;
     if (partial.size() < static_cast<size_t>(a.rows * 4 * kVec)) {
@@ -269,7 +270,7 @@ template <typename T>
 void pack_step_weights(const T* w_hh, int64_t H, T* packed) {
   constexpr int64_t kVec = Vectorized<T>::size();
   const int64_t blocks = (H + kVec - 1) / kVec;
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+  ::lstm_ext::cpu::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) {
       T* out = packed + blk * H * 4 * kVec;
       for (int64_t k = 0; k < H; ++k) {

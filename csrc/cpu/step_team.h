@@ -1,0 +1,80 @@
+// Threads for a layer's time loop that survive a shared CPU.
+//
+// The problem: a layer runs one or two parallel regions per time step, and an
+// OpenMP region ends at a barrier that waits for every thread of its team.
+// When another process takes a core away, one of our threads is off the CPU
+// for a scheduler time slice (milliseconds) and every step waits for it.
+// Measured on this project's 2-core VM under load (load average 5): one
+// training step of (B=64, I=1, H=32, T=336) took 164 ms with 2 threads and
+// 14 ms with 1 (torch.nn.LSTM collapses alike: issue 12).
+//
+// The fix: with_step_team(body) runs body (a layer's whole time loop) on the
+// calling thread inside ONE OpenMP region, whose other threads serve the
+// loop's parallel_for calls until body returns. A parallel_for there ends when
+// all of its *work* is done, not when all threads have arrived: the range is
+// cut into chunks; each thread first takes the chunks of its own slice (the
+// same slice every step, so its columns of W_hh stay in its own cache, as
+// with a static OpenMP schedule), then steals the chunks no one has started.
+// A thread that is off the CPU delays a step by at most the chunk it is
+// running; if it never started, the others do its slice. The only barrier
+// left that waits for every thread is the region's end, once per layer call.
+// Idle team threads spin briefly (the next step follows within microseconds),
+// then yield the CPU, then sleep.
+//
+// A step that waited for a thread off the CPU also sends the process to one
+// thread for its next layer calls (OpThreads; backoff in step_team.cpp).
+//
+// parallel_for outside a team is at::parallel_for (a standalone cell step).
+// with_step_team runs body directly, without a team, where one thread is
+// configured (at::get_num_threads()) or the caller is already inside a
+// parallel region; ATen operations inside body run on one thread (nested
+// OpenMP regions are serial), so body should call only the step kernels.
+#pragma once
+
+#include <cstdint>
+
+namespace lstm_ext::cpu {
+
+using ChunkFn = void (*)(const void* ctx, int64_t begin, int64_t end);
+using BodyFn = void (*)(const void* ctx);
+
+// The non-template cores (step_team.cpp).
+void team_parallel_for(int64_t begin, int64_t end, int64_t grain, ChunkFn fn, const void* ctx);
+void run_with_step_team(BodyFn body, const void* ctx);
+
+// Held for the whole of a layer op: on one thread (OpenMP's thread count for
+// this thread, which ATen's and oneDNN's parallel regions read, and MKL's
+// thread-local one) while the CPU is found contended, else a no-op.
+class OpThreads {
+ public:
+  OpThreads();
+  ~OpThreads();
+  OpThreads(const OpThreads&) = delete;
+  OpThreads& operator=(const OpThreads&) = delete;
+
+ private:
+  int previous_ = 0;
+  int previous_mkl_ = 0;
+};
+
+// How often the process fell back to one thread so far (benchmarks and tests
+// report it).
+int64_t thread_fallbacks();
+
+// at::parallel_for's contract: f(int64_t begin, int64_t end) over sub-ranges
+// of [begin, end) of at least `grain` elements (but the last), possibly in
+// parallel. On the step team where one is running on this thread.
+template <typename F>
+inline void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) {
+  team_parallel_for(
+      begin, end, grain,
+      [](const void* ctx, int64_t b, int64_t e) { (*static_cast<const F*>(ctx))(b, e); }, &f);
+}
+
+// Runs body() on this thread with a step team serving its parallel_for calls.
+template <typename F>
+inline void with_step_team(const F& body) {
+  run_with_step_team([](const void* ctx) { (*static_cast<const F*>(ctx))(); }, &body);
+}
+
+} // namespace lstm_ext::cpu
