@@ -3,8 +3,9 @@
 #   make run       the main job: train, evaluate, plot and export on the embedded
 #                  default data (Mauna Loa weekly CO2); results in runs/co2/
 #   make test      the test suite
-#   make deploy    train (unless runs/co2/model.pt exists), build the C++
-#                  application, and run it next to Python on the same input
+#   make deploy    train (unless runs/co2/model.pt exists), export the .pt2
+#                  package, build the C++ application, and run it on both
+#                  formats next to Python on the same input
 #   make tutorial  the seed tutorial's demo and training loop on our classes
 #   make bench     the benchmarks (tables on stdout)
 #   make fuzz N=5000        randomized parity with torch.nn.LSTM, N configurations
@@ -30,8 +31,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.deps: | $(PY)
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)" numpy pandas matplotlib tqdm \
-		"setuptools>=64" wheel ninja pytest expecttest
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" numpy pandas matplotlib tqdm "statsmodels>=0.14" \
+		"setuptools>=64" wheel ninja pytest expecttest onnx onnxscript onnxruntime
 	touch $@
 
 # Built against the torch installed above: no build isolation, by design.
@@ -52,14 +53,24 @@ cpp: install
 		-DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 	cmake --build $(CPP_BUILD) -j2
 
+# TorchScript (model.pt) and the AOTInductor package (model.pt2, exported from
+# the checkpoint unless newer than model.pt) side by side, run by the C++
+# application on the same input, against eager Python (1e-5).
 deploy: cpp
 	test -f runs/co2/model.pt || $(PY) -m lstm_ext train
+	test runs/co2/model.pt2 -nt runs/co2/model.pt || \
+		$(PY) -m lstm_ext export --format pt2 --checkpoint runs/co2/checkpoint.pt
 	@echo "Python forecast (next 13 weeks):"
 	@$(PY) -m lstm_ext forecast --model runs/co2/model.pt --steps 13 | tail -n +2 | cut -d, -f2 | paste -sd,
 	@echo "C++ application, same model and input (runs/co2/last_window.csv):"
 	@$(CPP_BUILD)/lstm_ext_predict runs/co2/model.pt runs/co2/last_window.csv
-	@echo "C++ application, streaming one step at a time (last line):"
+	@echo "C++ application, the .pt2 package (AOTInductor), same input:"
+	@$(CPP_BUILD)/lstm_ext_predict runs/co2/model.pt2 runs/co2/last_window.csv
+	@echo "C++ application, streaming one step at a time (last line; .pt, then .pt2):"
 	@$(CPP_BUILD)/lstm_ext_predict runs/co2/model.pt runs/co2/last_window.csv --stream | tail -n 1
+	@$(CPP_BUILD)/lstm_ext_predict runs/co2/model.pt2 runs/co2/last_window.csv --stream | tail -n 1
+	@echo "Side by side:"
+	@$(PY) examples/cpp/compare_deploy.py runs/co2 $(CPP_BUILD)/lstm_ext_predict
 
 test: install
 	$(PY) -m pytest -q
@@ -107,6 +118,8 @@ bench: install
 	$(PY) benchmarks/bench_layer.py
 	$(PY) benchmarks/bench_streaming.py
 	$(PY) benchmarks/bench_double_backward.py
+	$(PY) benchmarks/bench_threads.py
+	$(PY) benchmarks/bench_threads.py --busy 2
 
 clean:
 	rm -rf $(VENV) .venv-torch-* build $(CPP_BUILD) lstm_ext/*.so *.egg-info

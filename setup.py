@@ -26,6 +26,22 @@ except ImportError as exc:  # pip's build isolation hides the installed torch
 # Portable code everywhere (-fopenmp so that at::parallel_for uses threads);
 # wider vectors only in the per-capability files, picked at run time.
 BASE_FLAGS = ["-O3", "-fopenmp", "-DNDEBUG"]
+LINK_FLAGS = ["-fopenmp"]
+
+
+def wants_debug_info():
+    """A release build (the default) carries no debug information: Python's own
+    CFLAGS add -g, which made the library 20 MB. LSTM_EXT_DEBUG=1, or -g in
+    CFLAGS (the sanitizer build), keeps it."""
+    if os.environ.get("LSTM_EXT_DEBUG", "0") not in ("", "0"):
+        return True
+    return any(flag.startswith("-g") and flag != "-g0"
+               for flag in os.environ.get("CFLAGS", "").split())
+
+
+if not wants_debug_info():
+    BASE_FLAGS.append("-g0")                 # after Python's -g: no debug info compiled
+    LINK_FLAGS.append("-Wl,--strip-debug")   # none linked in (keeps the symbol tables)
 MACHINE = platform.machine().lower().replace("amd64", "x86_64")
 
 
@@ -98,7 +114,7 @@ setup(
             sources=COMMON_SOURCES,
             define_macros=[(macro, "1") for _path, macro, _flags in CAPABILITY_SOURCES],
             extra_compile_args={"cxx": BASE_FLAGS},
-            extra_link_args=["-fopenmp"],
+            extra_link_args=LINK_FLAGS,
             py_limited_api=True,
         )
     ],

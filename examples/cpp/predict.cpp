@@ -1,7 +1,18 @@
-// lstm_ext_predict: run a scripted lstm_ext model from C++, without Python.
+// lstm_ext_predict: run an exported lstm_ext model from C++, without Python.
 //
-//   lstm_ext_predict MODEL.pt [INPUT.csv | -] [--stream [--latency]] [--gradients]
-//                    [--threads N]
+//   lstm_ext_predict MODEL.pt|MODEL.pt2 [INPUT.csv | -] [--stream [--latency]]
+//                    [--gradients] [--threads N] [--op-library PATH]
+//
+// MODEL is a scripted model (TorchScript, `.pt`) or an AOTInductor package
+// (`.pt2`, written by lstm_ext.export.export_pt2 or `python -m lstm_ext export
+// --format pt2`), run with torch::inductor::AOTIModelPackageLoader. Either
+// calls lstm_ext's ops, so the op library is loaded first (dlopen), before the
+// model: liblstm_ext_ops.so next to this program, or --op-library PATH (say the
+// Python package's lstm_ext/_C.abi3.so, lstm_ext.library_path()). A .pt2 names
+// the ops it needs in its metadata; each is checked to be registered before
+// the package loads, and its exported batch and sequence ranges are enforced
+// (the compiled code does not check them). A .pt2 streams through its
+// step_start / step programs (state in, state out); --gradients needs a .pt.
 //
 // INPUT holds one time step per line, `input_size` comma-separated finite
 // numbers within the range of the model's dtype (a first line with a text field
@@ -23,6 +34,8 @@
 // Bad input (missing or corrupt model, ops not registered, a model that fails
 // on the input, malformed or non-finite numbers, bad options) is reported as one
 // line on stderr with exit status 2.
+#include <dlfcn.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/csrc/jit/runtime/jit_exception.h>
 #include <torch/script.h>
 
@@ -31,6 +44,7 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <cinttypes>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -39,6 +53,8 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -47,8 +63,9 @@
 namespace {
 
 const char* const kUsage =
-    "usage: lstm_ext_predict MODEL.pt [INPUT.csv | -] [--stream [--latency]] [--gradients] "
-    "[--threads N]";
+    "usage: lstm_ext_predict MODEL.pt|MODEL.pt2 [INPUT.csv | -] [--stream [--latency]] "
+    "[--gradients] [--threads N] [--op-library PATH]";
+const char* const kPt2Format = "lstm_ext.pt2/1";
 constexpr int kMaxThreads = 1024;
 constexpr int kThreadRepetitions = 10;
 
@@ -296,14 +313,69 @@ struct Prediction {
   std::vector<torch::Tensor> steps;
 };
 
+// An AOTInductor package written by lstm_ext.export.export_pt2: its programs
+// ("model", and for streaming "step_start" and "step") and what its metadata
+// says about them.
+struct Pt2Package {
+  std::map<std::string, std::string> meta;
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> model, step_start, step;
+  int64_t input_size = 1;
+  torch::ScalarType dtype = torch::kFloat;
+  bool batch_first = true;
+  int64_t steps_min = 1, steps_max = 1, batch_min = 1, batch_max = 1;
+
+  // x (1, steps, input_size) as the program takes it.
+  torch::Tensor layout(const torch::Tensor& x) const {
+    return (batch_first ? x : x.transpose(0, 1)).contiguous();
+  }
+};
+
 struct Predictor {
-  torch::jit::Module& model;
+  torch::jit::Module* script;  // one of these two
+  Pt2Package* pt2;
   std::string model_name;
   std::string input_name;
   const Rows& rows;
   torch::Tensor x;  // (1, steps, input_size), read only
 
+  // One program of the package: its first output and the rest.
+  std::vector<torch::Tensor> run_pt2(torch::inductor::AOTIModelPackageLoader& program,
+                                     std::vector<torch::Tensor> inputs,
+                                     const std::string& doing) const {
+    std::vector<torch::Tensor> out =
+        guarded(model_name, doing, [&] { return program.run(inputs); });
+    if (out.empty()) throw UsageError(model_name + ": " + doing + " returned no tensor");
+    return out;
+  }
+
+  // One streaming step: (prediction, state); state None at the start.
+  std::pair<torch::Tensor, c10::IValue> step_once(const torch::Tensor& xt,
+                                                  const c10::IValue& state,
+                                                  const std::string& doing) const {
+    if (pt2) {
+      std::vector<torch::Tensor> inputs{xt.contiguous()};
+      if (!state.isNone()) {
+        for (const auto& t : state.toTensorVector()) inputs.push_back(t);
+      }
+      auto out = run_pt2(state.isNone() ? *pt2->step_start : *pt2->step, std::move(inputs), doing);
+      torch::Tensor pred = out[0];
+      out.erase(out.begin());
+      return {pred, c10::IValue(out)};
+    }
+    const c10::IValue out = guarded(model_name, doing, [&] {
+      return script->get_method("step")({xt, state});
+    });
+    if (!out.isTuple() || out.toTupleRef().elements().size() != 2 ||
+        !out.toTupleRef().elements()[0].isTensor()) {
+      throw UsageError(model_name + ": " + doing + " returned " + out.tagKind() +
+                       ", but (Tensor, state) is expected");
+    }
+    return {out.toTupleRef().elements()[0].toTensor(), out.toTupleRef().elements()[1]};
+  }
+
   torch::Tensor forward() const {
+    if (pt2) return run_pt2(*pt2->model, {pt2->layout(x)}, "forward")[0];
+    torch::jit::Module& model = *script;
     const c10::IValue out = guarded(model_name, "forward", [&] { return model.forward({x}); });
     if (!out.isTensor()) {
       throw UsageError(model_name + ": forward returned " + out.tagKind() +
@@ -312,27 +384,24 @@ struct Predictor {
     return out.toTensor();
   }
 
-  std::vector<torch::Tensor> stream() const {
-    const auto step = model.find_method("step");
-    if (!step) {
-      throw UsageError(model_name + ": has no step(x, state) method, which --stream needs "
-                       "(export a Forecaster or an LSTMModel)");
+  void check_step() const {
+    if (pt2 ? !pt2->step : !script->find_method("step")) {
+      throw UsageError(model_name + ": has no step(x, state) " +
+                       std::string(pt2 ? "program" : "method") +
+                       ", which --stream needs (export a Forecaster or an LSTMModel)");
     }
+  }
+
+  std::vector<torch::Tensor> stream() const {
+    check_step();
     std::vector<torch::Tensor> predictions;
     c10::IValue state;  // None: the model starts from zeros
     for (int64_t t = 0; t < x.size(1); ++t) {
       const std::string doing =
           "step at " + input_name + " line " + std::to_string(rows.line_numbers[t]);
-      const c10::IValue out = guarded(model_name, doing, [&] {
-        return (*step)({x.select(1, t), state});
-      });
-      if (!out.isTuple() || out.toTupleRef().elements().size() != 2 ||
-          !out.toTupleRef().elements()[0].isTensor()) {
-        throw UsageError(model_name + ": " + doing + " returned " + out.tagKind() +
-                         ", but (Tensor, state) is expected");
-      }
-      predictions.push_back(out.toTupleRef().elements()[0].toTensor());
-      state = out.toTupleRef().elements()[1];
+      auto [prediction, next] = step_once(x.select(1, t), state, doing);
+      predictions.push_back(prediction);
+      state = std::move(next);
     }
     return predictions;
   }
@@ -426,7 +495,7 @@ void check_threads(const Predictor& predictor, const Prediction& serial, bool st
                          : "");
 }
 
-torch::jit::Module load_model(const std::string& path) {
+void check_model_file(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
     throw UsageError("model file '" + path + "' is a directory");
@@ -434,6 +503,120 @@ torch::jit::Module load_model(const std::string& path) {
   if (!std::ifstream(path).good()) {
     throw UsageError("model file '" + path + "' does not exist or cannot be read");
   }
+}
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The op library, loaded before any model: --op-library PATH, else
+// liblstm_ext_ops.so next to this program. Its static registrations run here.
+void load_op_library(std::string path) {
+  if (path.empty()) {
+    std::error_code ec;
+    const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    path = (ec ? std::filesystem::path(".") : self.parent_path()) / "liblstm_ext_ops.so";
+  }
+  if (!dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL)) {
+    const char* why = dlerror();
+    throw UsageError("cannot load the op library '" + path + "' (" +
+                     first_line(why ? why : "unknown error") +
+                     "); build it (make cpp) or name it with --op-library PATH");
+  }
+}
+
+int64_t metadata_int(const Pt2Package& p, const std::string& path, const std::string& key) {
+  const auto it = p.meta.find(key);
+  try {
+    if (it != p.meta.end()) return std::stoll(it->second);
+  } catch (const std::exception&) {
+  }
+  throw UsageError("model '" + path + "': metadata '" + key + "' is missing or malformed " +
+                   "(re-export it with lstm_ext.export.export_pt2)");
+}
+
+void metadata_range(const Pt2Package& p, const std::string& path, const std::string& key,
+                    int64_t& low, int64_t& high) {
+  const auto it = p.meta.find(key);
+  if (it == p.meta.end() ||
+      std::sscanf(it->second.c_str(), "%" SCNd64 ",%" SCNd64, &low, &high) != 2 || low > high) {
+    throw UsageError("model '" + path + "': metadata '" + key + "' is missing or malformed " +
+                     "(re-export it with lstm_ext.export.export_pt2)");
+  }
+}
+
+// A .pt2 from lstm_ext.export.export_pt2, checked before its code loads: an
+// archive, of our format, whose ops are registered in this program.
+std::unique_ptr<Pt2Package> load_pt2(const std::string& path, int runners) {
+  check_model_file(path);
+  {
+    std::ifstream file(path, std::ios::binary);
+    char magic[4] = {0, 0, 0, 0};
+    file.read(magic, 4);
+    if (std::memcmp(magic, "PK\x03\x04", 4) != 0) {
+      throw UsageError("cannot load model '" + path +
+                       "': not a .pt2 package (not a zip archive; export one with `python -m "
+                       "lstm_ext export --format pt2`)");
+    }
+  }
+  auto p = std::make_unique<Pt2Package>();
+  try {
+    for (const auto& [key, value] :
+         torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model")) {
+      p->meta[key] = value;
+    }
+  } catch (const std::exception& e) {
+    throw UsageError("cannot load model '" + path +
+                     "' (not an AOTInductor .pt2 package, say a TorchScript model renamed, or "
+                     "corrupt): " + error_summary(e));
+  }
+  const auto format = p->meta.find("lstm_ext.format");
+  if (format == p->meta.end()) {
+    throw UsageError("model '" + path + "' is an AOTInductor package, but not one of lstm_ext "
+                     "(no lstm_ext.format in its metadata): export it with "
+                     "lstm_ext.export.export_pt2");
+  }
+  if (format->second != kPt2Format) {
+    throw UsageError("model '" + path + "' has format " + format->second +
+                     ", but this program reads " + kPt2Format);
+  }
+  // Each op the package calls through the proxy executor must be registered:
+  // the op library is loaded before the package, never after.
+  std::stringstream ops(p->meta["lstm_ext.ops"]);
+  std::string op;
+  while (std::getline(ops, op, ',')) {
+    if (!op.empty() && !c10::Dispatcher::singleton().findSchema({op, ""})) {
+      throw UsageError("model '" + path + "' needs op " + op +
+                       ", which is not registered in this program: load the op library "
+                       "(liblstm_ext_ops.so, or lstm_ext's _C.abi3.so) before the package");
+    }
+  }
+  p->input_size = metadata_int(*p, path, "lstm_ext.input_size");
+  metadata_range(*p, path, "lstm_ext.steps_range", p->steps_min, p->steps_max);
+  metadata_range(*p, path, "lstm_ext.batch_range", p->batch_min, p->batch_max);
+  p->batch_first = p->meta["lstm_ext.layout"] != "time_first";
+  const std::string dtype = p->meta["lstm_ext.dtype"];
+  p->dtype = dtype == "float64" ? torch::kDouble : dtype == "float16" ? torch::kHalf
+           : dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat;
+  const bool steps = p->meta["lstm_ext.programs"].find("step") != std::string::npos;
+  try {
+    const size_t n = static_cast<size_t>(std::max(1, runners));
+    p->model = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "model", false, n);
+    if (steps) {
+      p->step_start =
+          std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "step_start", false, n);
+      p->step = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "step", false, n);
+    }
+  } catch (const std::exception& e) {
+    throw UsageError("cannot load model '" + path + "' (a damaged .pt2 package?): " +
+                     error_summary(e));
+  }
+  return p;
+}
+
+torch::jit::Module load_model(const std::string& path) {
+  check_model_file(path);
   try {
     return torch::jit::load(path);
   } catch (const std::exception& e) {  // c10::Error, or a TorchScript ErrorReport
@@ -442,7 +625,11 @@ torch::jit::Module load_model(const std::string& path) {
         what.find("Unknown type name") != std::string::npos) {
       throw UsageError("model '" + path +
                        "' uses an op that is not registered in this program (is the op "
-                       "library linked?): " + first_line(what));
+                       "library loaded?): " + first_line(what));
+    }
+    if (ends_with(path, ".pt2") || error_summary(e).find("constants.pkl") != std::string::npos) {
+      throw UsageError("cannot load model '" + path + "' as TorchScript (an AOTInductor .pt2 "
+                       "package? give it a .pt2 name): " + error_summary(e));
     }
     throw UsageError("cannot load model '" + path +
                      "' (not a TorchScript file, or corrupt): " + error_summary(e));
@@ -453,6 +640,7 @@ int run(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   bool stream = false, latency = false, gradients = false;
   int threads = 0;
+  std::string op_library;
   std::vector<std::string> positional;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -470,10 +658,15 @@ int run(int argc, char** argv) {
       threads = parse_threads(args[++i]);
     } else if (a.compare(0, 10, "--threads=") == 0) {
       threads = parse_threads(a.substr(10));
+    } else if (a == "--op-library") {
+      if (i + 1 == args.size()) throw UsageError("--op-library needs a value: a library path");
+      op_library = args[++i];
+      if (op_library.empty()) throw UsageError("--op-library needs a value: a library path");
     } else if (a == "-h" || a == "--help") {
       std::printf(
           "%s\n\n"
-          "Loads a scripted lstm_ext model and prints its predictions for INPUT (a file, or\n"
+          "Loads an exported lstm_ext model (TorchScript .pt or AOTInductor .pt2) and prints\n"
+          "its predictions for INPUT (a file, or\n"
           "- / nothing for standard input): one time step per line, input_size\n"
           "comma-separated finite numbers; a first line of text is a header.\n\n"
           "  --stream      feed the steps one at a time through step(x, state), carrying the\n"
@@ -481,7 +674,9 @@ int run(int argc, char** argv) {
           "  --latency     with --stream: time step() and print the median and p90 on stderr\n"
           "  --gradients   print the gradient of sum(forward(input)) for each parameter\n"
           "  --threads N   also run the model from N threads at once (%d times each) and\n"
-          "                check that every result is bitwise equal to the serial one\n\n"
+          "                check that every result is bitwise equal to the serial one\n"
+          "  --op-library PATH  the op library to load before the model (default:\n"
+          "                liblstm_ext_ops.so next to this program)\n\n"
           "Exit status: 0 ok, 2 bad input or options (one line on stderr), 1 --threads\n"
           "found a difference.\n",
           kUsage, kThreadRepetitions);
@@ -498,24 +693,40 @@ int run(int argc, char** argv) {
     throw UsageError("--gradients cannot be combined with --stream or --threads");
   }
   const std::string& model_name = positional[0];
-  torch::jit::Module model = load_model(model_name);
-  model.eval();
-  if (!model.hasattr("input_size") || !model.attr("input_size").isInt()) {
-    throw UsageError("model '" + model_name + "' has no integer input_size attribute: export "
-                     "it with `python -m lstm_ext export`");
+  load_op_library(op_library);
+  const bool is_pt2 = ends_with(model_name, ".pt2");
+  if (is_pt2 && gradients) {
+    throw UsageError("--gradients needs a TorchScript model (.pt): a .pt2 package is "
+                     "compiled for inference only");
   }
-  const int64_t width = model.attr("input_size").toInt();
+  torch::jit::Module model;
+  std::unique_ptr<Pt2Package> pt2;
+  int64_t width = 0;
+  torch::ScalarType dtype = torch::kFloat;
+  int64_t min_steps = 1;  // a Forecaster needs 2: it forecasts from the changes
+  if (is_pt2) {
+    pt2 = load_pt2(model_name, threads);
+    width = pt2->input_size;
+    dtype = pt2->dtype;
+    min_steps = pt2->steps_min;
+  } else {
+    model = load_model(model_name);
+    model.eval();
+    if (!model.hasattr("input_size") || !model.attr("input_size").isInt()) {
+      throw UsageError("model '" + model_name + "' has no integer input_size attribute: export "
+                       "it with `python -m lstm_ext export`");
+    }
+    width = model.attr("input_size").toInt();
+    for (const auto& p : model.parameters()) {
+      dtype = p.scalar_type();
+      break;
+    }
+    if (model.hasattr("window") && model.hasattr("horizon")) min_steps = 2;
+  }
   if (width < 1) {
     throw UsageError("model '" + model_name + "' has input_size " + std::to_string(width) +
                      ", expected at least 1");
   }
-  torch::ScalarType dtype = torch::kFloat;
-  for (const auto& p : model.parameters()) {
-    dtype = p.scalar_type();
-    break;
-  }
-  // A Forecaster forecasts from the changes between values: forward needs two.
-  const bool forecaster = model.hasattr("window") && model.hasattr("horizon");
 
   const std::string input = positional.size() > 1 ? positional[1] : "-";
   const std::string input_name = input == "-" ? "standard input" : input;
@@ -535,16 +746,25 @@ int run(int argc, char** argv) {
   }
   const int64_t steps = static_cast<int64_t>(rows.values.size());
   const bool calls_forward = !stream || threads > 0;
-  if (forecaster && calls_forward && steps < 2) {
-    throw UsageError(input_name + " is too short: 1 value, but a forecaster needs at least 2 "
-                     "values (--stream alone forecasts from one)");
+  if (calls_forward && steps < min_steps) {
+    throw UsageError(input_name + " is too short: " + std::to_string(steps) + " value" +
+                     (steps == 1 ? "" : "s") + ", but " +
+                     (is_pt2 ? "the package was exported for at least " +
+                                   std::to_string(min_steps) + " steps"
+                             : "a forecaster needs at least 2 values") +
+                     " (--stream alone forecasts from one)");
+  }
+  if (pt2 && calls_forward && steps > pt2->steps_max) {
+    throw UsageError(input_name + " has " + std::to_string(steps) + " rows, but '" + model_name +
+                     "' was exported for sequences of " + std::to_string(pt2->steps_min) +
+                     " to " + std::to_string(pt2->steps_max) + " steps");
   }
   std::vector<double> flat;
   flat.reserve(steps * width);
   for (const auto& row : rows.values) flat.insert(flat.end(), row.begin(), row.end());
   const torch::Tensor x =
       torch::from_blob(flat.data(), {1, steps, width}, torch::kDouble).to(dtype).clone();
-  const Predictor predictor{model, model_name, input_name, rows, x};
+  const Predictor predictor{pt2 ? nullptr : &model, pt2.get(), model_name, input_name, rows, x};
 
   if (gradients) {
     model.train();
@@ -571,15 +791,13 @@ int run(int argc, char** argv) {
   std::fflush(stdout);
   if (latency) {
     torch::NoGradGuard no_grad;
-    auto step = model.get_method("step");
     c10::IValue state;
     std::vector<double> micros;
     const std::vector<torch::Tensor> inputs = x.unbind(1);
     while (micros.size() < 5000) {
       for (const auto& xt : inputs) {
         const auto start = std::chrono::steady_clock::now();
-        auto result = step({xt, state}).toTuple();
-        state = result->elements()[1];
+        state = predictor.step_once(xt, state, "step").second;
         micros.push_back(
             std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
                 .count());

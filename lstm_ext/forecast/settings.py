@@ -89,6 +89,7 @@ LIMITS = {
     "window": Limit(int, 2, COUNT_MAX),
     "horizon": Limit(int, 1, COUNT_MAX),
     "season": Limit(int, 1, COUNT_MAX),  # and at most the series allows: series.check_season
+    "period": Limit(float, 1.0, COUNT_MAX),  # the seasonal period for Fourier terms (1: none)
     "hidden_size": Limit(int, 1, 4096),
     "num_layers": Limit(int, 1, 16),
     "lr": Limit(float, 0.0, low_open=True),
@@ -97,6 +98,7 @@ LIMITS = {
     "patience": Limit(int, 1, COUNT_MAX),
     "seed": Limit(int, -2 ** 63, 2 ** 64 - 1),  # what torch.manual_seed takes
     "steps": Limit(int, 1, 1_000_000),
+    "origins": Limit(int, 1, 1_000_000),
     # the scaling a forecaster divides and multiplies by, in float32: normal numbers
     "scale": Limit(float, FLOAT32_TINY, FLOAT32_MAX),
     "target_scale": Limit(float, FLOAT32_TINY, FLOAT32_MAX),
@@ -111,8 +113,16 @@ def check_setting(what: str, limit: Limit, value):
         raise ValueError(f"{what}: {exc}") from None
 
 
-DEFAULT_OUT = os.path.join("runs", "co2")  # where train writes, and forecast/export read
+RUNS = "runs"
+DEFAULT_OUT = os.path.join(RUNS, "co2")  # where train writes on the embedded series, and
+                                         # forecast/export read by default
 FORECAST_STEPS = 52                        # how far the forecast command looks ahead
+
+
+# The settings inferred from the data's frequency when not given (None):
+# ``frequency.defaults_for`` (weekly data: window 104, horizon 13, season 52,
+# period 365.25/7). A checkpoint's config holds them resolved.
+INFERRED = ("freq", "window", "horizon", "season", "period")
 
 
 @dataclass
@@ -121,9 +131,11 @@ class TrainConfig:
     csv: Optional[str] = None          # None: the embedded Mauna Loa weekly CO2 series
     column: Optional[str] = None
     time_column: Optional[str] = None
-    window: int = 104
-    horizon: int = 13
-    season: int = 52                   # weeks: the embedded weekly series' seasonal period
+    freq: Optional[str] = None         # pandas frequency; None: inferred from the times
+    window: Optional[int] = None
+    horizon: Optional[int] = None
+    season: Optional[int] = None       # seasonal-naive lag in steps (1: none)
+    period: Optional[float] = None     # seasonal period for Fourier terms (1: none)
     hidden_size: int = 32
     num_layers: int = 1
     lr: float = 0.005
@@ -131,7 +143,7 @@ class TrainConfig:
     epochs: int = 60
     patience: int = 10
     seed: int = 0
-    out: str = DEFAULT_OUT
+    out: Optional[str] = None          # None: runs/ named after the data
 
 
 def check_config(settings) -> TrainConfig:
@@ -148,9 +160,13 @@ def check_config(settings) -> TrainConfig:
         if name not in settings:
             raise ValueError(f"'config': setting '{name}' is missing")
         value = settings[name]
+        if name in INFERRED and name != "freq" and value is None:
+            raise ValueError(f"config '{name}': expected the value training used, but got None")
         if name in LIMITS:
             check_setting(f"config '{name}'", LIMITS[name], value)
         elif not (isinstance(value, str) or (value is None and name != "out")):
             raise ValueError(f"config '{name}': expected text{'' if name == 'out' else ' or None'}"
                              f", but got {brief(value)}")
+    if isinstance(settings["period"], int):
+        settings = dict(settings, period=float(settings["period"]))
     return TrainConfig(**settings)

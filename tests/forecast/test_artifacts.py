@@ -47,6 +47,8 @@ def test_both_forecaster_type_names_are_accepted():
 
 
 SCALER = {"scale": 0.5, "target_scale": 2.0}
+# what training fills in from the embedded weekly series' frequency
+RESOLVED = {"freq": "W-SAT", "window": 104, "horizon": 13, "season": 52, "period": 365.25 / 7}
 
 
 @pytest.mark.parametrize("settings,column,time_column", [
@@ -55,21 +57,26 @@ SCALER = {"scale": 0.5, "target_scale": 2.0}
     ({"csv": "a.csv"}, None, None),       # the file's one numeric column: found when read
 ])
 def test_model_json_from_a_checkpoint_names_the_columns_read(settings, column, time_column):
-    meta = artifacts.model_meta(TrainConfig(**settings), SCALER, best_epoch=3)
+    meta = artifacts.model_meta(TrainConfig(**settings, **RESOLVED), SCALER, best_epoch=3)
     assert meta == {"format": artifacts.MODEL_FORMAT, "column": column,
                     "time_column": time_column, "window": 104, "horizon": 13, "season": 52,
-                    "scale": 0.5, "target_scale": 2.0, "input_size": 1, "best_epoch": 3}
+                    "scale": 0.5, "target_scale": 2.0, "input_size": 1, "freq": "W-SAT",
+                    "period": 365.25 / 7, "intervals": None, "best_epoch": 3}
 
 
 def test_model_json_from_training_adds_the_series_and_metrics():
     data = series.load_series()
     metrics = {"lstm": {"mae": 1.0, "rmse": 2.0}}
-    meta = artifacts.model_meta(TrainConfig(), SCALER, 3, data, metrics)
-    exported = artifacts.model_meta(TrainConfig(), SCALER, 3)
+    intervals = {"80": [1.0] * 13, "95": [2.0] * 13}
+    cfg = TrainConfig(**RESOLVED)
+    meta = artifacts.model_meta(cfg, SCALER, 3, data, metrics, intervals)
+    exported = artifacts.model_meta(cfg, SCALER, 3, intervals=intervals)
     assert {k: v for k, v in meta.items() if k in exported} == exported
     assert list(meta) == ["format", "source", "column", "time_column", "window", "horizon",
-                          "season", "scale", "target_scale", "input_size", "last_time",
-                          "time_step_days", "filled_missing", "best_epoch", "test_metrics"]
+                          "season", "scale", "target_scale", "input_size", "freq", "period",
+                          "intervals", "last_time", "time_step_days", "filled_missing",
+                          "best_epoch", "test_metrics"]
+    assert meta["last_time"] == "2001-12-29" and meta["intervals"] == intervals
     assert meta["source"] == "mauna_loa_co2_weekly.csv" and meta["filled_missing"] == 59
     assert meta["time_step_days"] == 7.0 and meta["test_metrics"] == metrics
 

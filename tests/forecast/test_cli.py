@@ -10,7 +10,7 @@ import torch
 from helpers import ROOT
 from lstm_ext.forecast import artifacts, forecaster
 
-QUICK = ["--epochs", "6", "--patience", "100", "--hidden-size", "16"]
+QUICK = ["--epochs", "6", "--patience", "100", "--hidden-size", "16", "--baselines", "naive"]
 
 
 def cli_run(*args):
@@ -62,7 +62,8 @@ def test_resume_with_other_settings_is_refused(trained, tmp_path):
     out, _ = trained
     first = cli_run("train", *QUICK[:1], "2", *QUICK[2:], "--out", tmp_path)
     assert first.returncode == 0
-    other = cli_run("train", "--epochs", "4", "--hidden-size", "8", "--out", tmp_path, "--resume")
+    other = cli_run("train", "--epochs", "4", "--hidden-size", "8", "--out", tmp_path, "--resume",
+                    "--baselines", "naive")
     assert other.returncode == 2 and "was written with other settings" in other.stderr
 
 
@@ -118,12 +119,13 @@ def test_user_csv_trains_without_code_changes(tmp_path):
     csv.write_text("\n".join(lines) + "\n")
     done = cli_run("train", "--csv", csv, "--column", "sales", "--time-column", "when",
                    "--window", "24", "--horizon", "3", "--season", "12", "--epochs", "3",
-                   "--out", tmp_path / "run")
+                   "--baselines", "naive", "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr
     assert "1 missing filled" in done.stdout
     fc = cli_run("forecast", "--model", tmp_path / "run" / "model.pt", "--csv", csv, "--steps", "5")
     assert fc.returncode == 0, fc.stderr
-    assert fc.stdout.splitlines()[0] == "time,sales"
+    assert fc.stdout.splitlines()[0] == "time,sales,lo80,hi80,lo95,hi95"
+    assert fc.stdout.splitlines()[1].startswith("2033-05-01,")   # calendar months
 
 
 @pytest.mark.parametrize("args,message", [

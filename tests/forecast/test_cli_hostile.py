@@ -18,7 +18,7 @@ import torch
 from lstm_ext.forecast import cli
 
 TINY = ["--window", "8", "--horizon", "2", "--season", "12", "--hidden-size", "4",
-        "--patience", "100"]
+        "--patience", "100", "--baselines", "naive"]
 WINDOW = "expected an integer from 2 to 1000000000"
 COUNT = "expected an integer from 1 to 1000000000"
 HUGE = "1" + "0" * 400
@@ -153,7 +153,7 @@ def test_real_files_load_and_resume_is_bit_for_bit_under_another_spelling(
     assert status == 0 and len(out.splitlines()) == 4
     status, from_model, _ = lstm("forecast", "--model", run / "model.pt", "--csv", csv,
                                  "--steps", "3")
-    assert status == 0 and from_model.splitlines()[0] == "time,v"
+    assert status == 0 and from_model.splitlines()[0] == "time,v,lo80,hi80,lo95,hi95"
     np.testing.assert_allclose([float(r.split(",")[1]) for r in out.splitlines()[1:]],
                                [float(r.split(",")[1]) for r in from_model.splitlines()[1:]],
                                atol=1e-4)

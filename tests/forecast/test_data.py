@@ -28,9 +28,11 @@ def test_gaps_are_interpolated_in_time(tmp_path):
     assert s.filled == 2
 
 
-def test_rows_are_ordered_by_time(tmp_path):
-    csv = write(tmp_path, "t,v\n2020-01-03,3\n2020-01-01,1\n2020-01-02,2\n")
-    np.testing.assert_allclose(series.load_series(csv, "v", "t").values, [1, 2, 3])
+def test_unsorted_rows_are_refused_with_how_to_sort(tmp_path):
+    csv = write(tmp_path, "t,v\n2020-01-01,1\n2020-01-03,3\n2020-01-02,2\n")
+    with pytest.raises(series.DataError, match=r"column 't', line 4: time 2020-01-02 00:00:00 "
+                       r"comes before .*not in time order; sort the file by 't'"):
+        series.load_series(csv, "v", "t")
 
 
 def test_without_time_column_single_numeric_column(tmp_path):
@@ -48,8 +50,8 @@ def test_without_time_column_single_numeric_column(tmp_path):
     ("date,v\n2020-01-01,\n2020-01-02,\n", dict(column="v"), r"column 'v' has no values \(all 2 missing\)"),
     ("", dict(column="v"), "the file is empty"),
     ("date,v\n", dict(column="v"), "has a header but no rows"),
-    ("a,b,c\n1,2,3\n", dict(), "say which column to use with --column"),
-    ("date,v\n2020-01-01,1\n2020-01-01,2\n", dict(column="v", time_column="date"), "appears twice"),
+    ("a,b,c\n1,2,3\n", dict(), r"3 value columns .*name it with --column .*long format.*melt"),
+    ("date,v\n2020-01-01,1\n2020-01-01,2\n", dict(column="v", time_column="date"), "appears twice .*remove or aggregate"),
     ("v\n1\ninf\n", dict(column="v"), "line 3: infinite value"),
 ])
 def test_bad_files(tmp_path, text, kwargs, message):

@@ -1,12 +1,13 @@
 """Training checkpoints: the one writer (``save_checkpoint``) and the one
 reader (``load_checkpoint``), which loads tensors and plain data only and
 checks that every part fits the others (``check_checkpoint``)."""
+import math
 import os
 import pickle
 import warnings
 import zipfile
 from dataclasses import asdict
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -15,22 +16,32 @@ from ..forecaster import Forecaster, build_model
 from ..settings import LIMITS, Limit, TrainConfig, brief, check_config, check_setting
 from .files import first_line, save_atomic
 
-CHECKPOINT_FORMAT = "lstm_ext.checkpoint/1"
+# /2: the hybrid forecaster (its linear part, "linear") and prediction
+# intervals ("intervals"); settings inferred from the data in "config".
+CHECKPOINT_FORMAT = "lstm_ext.checkpoint/2"
 CHECKPOINT_KEYS = ("config", "epoch", "model_state", "optimizer_state", "generator_state",
-                   "history", "best_val_loss", "best_epoch", "best_state", "scaler")
+                   "history", "best_val_loss", "best_epoch", "best_state", "scaler", "linear",
+                   "seasonal", "intervals")
+LEVELS = ("80", "95")  # the prediction intervals' nominal coverage, percent
 
 
 def save_checkpoint(path: str, cfg: TrainConfig, epoch: int, model: LSTMModel,
                     optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                    history: List[dict], best: dict, scaler: Dict[str, float]) -> None:
+                    history: List[dict], best: dict, scaler: Dict[str, float],
+                    linear: torch.Tensor, seasonal: Optional[torch.Tensor] = None,
+                    intervals: Optional[Dict[str, List[float]]] = None) -> None:
     """Writes the training state after ``epoch`` (atomically). ``best`` holds
-    the best epoch so far: its "epoch", "val_loss" and weights ("state")."""
+    the best epoch so far: its "epoch", "val_loss" and weights ("state");
+    ``linear`` the hybrid's linear weights (window + 1, horizon);
+    ``intervals`` the half-widths per lead of each level (None until the
+    training is done)."""
     save_atomic({
         "format": CHECKPOINT_FORMAT, "config": asdict(cfg), "epoch": epoch,
         "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
         "generator_state": generator.get_state(), "history": history,
         "best_val_loss": best["val_loss"], "best_epoch": best["epoch"],
-        "best_state": best["state"], "scaler": scaler,
+        "best_state": best["state"], "scaler": scaler, "linear": linear,
+        "seasonal": seasonal, "intervals": intervals,
     }, path)
 
 
@@ -72,6 +83,9 @@ def check_checkpoint(ckpt) -> TrainConfig:
     """Raises ValueError unless ``ckpt`` is a complete lstm_ext checkpoint whose
     parts fit together: its config, the weights built from that config, the
     optimizer and generator states, scaling and history. Returns the config."""
+    if isinstance(ckpt, dict) and ckpt.get("format") == "lstm_ext.checkpoint/1":
+        raise ValueError("a checkpoint of an older lstm_ext (format lstm_ext.checkpoint/1, "
+                         "before the hybrid forecaster): train again")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"not an lstm_ext checkpoint (expected format '{CHECKPOINT_FORMAT}')")
     for key in CHECKPOINT_KEYS:
@@ -79,21 +93,60 @@ def check_checkpoint(ckpt) -> TrainConfig:
             raise ValueError(f"not a complete checkpoint: '{key}' is missing")
     cfg = check_config(ckpt["config"])
     scaler = ckpt["scaler"]
-    if not isinstance(scaler, dict) or sorted(scaler) != ["scale", "target_scale"]:
+    if not isinstance(scaler, dict) or sorted(k for k in scaler if k != "per_window") != \
+            ["scale", "target_scale"]:
         raise ValueError(f"'scaler': expected a dict with 'scale' and 'target_scale', "
                          f"but got a {type(scaler).__name__}")
-    for key, value in scaler.items():
-        check_setting(f"scaler '{key}'", LIMITS[key], value)
+    if not isinstance(scaler.get("per_window", False), bool):
+        raise ValueError(f"scaler 'per_window': expected true or false, "
+                         f"but got {brief(scaler['per_window'])}")
+    for key in ("scale", "target_scale"):
+        check_setting(f"scaler '{key}'", LIMITS[key], scaler[key])
     epoch = check_setting("'epoch'", Limit(int, 1), ckpt["epoch"])
-    check_setting("'best_epoch'", Limit(int, 1, epoch), ckpt["best_epoch"])
+    check_setting("'best_epoch'", Limit(int, 0, epoch), ckpt["best_epoch"])
     check_setting("'best_val_loss'", Limit(float, 0.0), ckpt["best_val_loss"])
     _check_history(ckpt["history"], epoch)
     for key in ("best_state", "model_state"):  # before building a model of that size
         _check_weights(ckpt[key], cfg, key)
+    linear = ckpt["linear"]
+    if not (torch.is_tensor(linear) and linear.dtype in (torch.float32, torch.float64)
+            and linear.layout == torch.strided and list(linear.shape) ==
+            [cfg.window + 1, cfg.horizon] and bool(torch.isfinite(linear).all())):
+        raise ValueError(f"'linear': expected finite float weights of shape "
+                         f"[{cfg.window + 1}, {cfg.horizon}], but got {_describe(linear)}")
+    seasonal = ckpt["seasonal"]
+    if seasonal is not None and not (
+            torch.is_tensor(seasonal) and seasonal.dtype in (torch.float32, torch.float64)
+            and seasonal.dim() == 1 and seasonal.numel() in (4, 6, 8, 10)
+            and bool(torch.isfinite(seasonal).all()) and 0 < float(seasonal[0]) <= math.pi):
+        raise ValueError(f"'seasonal': expected None or [omega, psi, K sin and K cos "
+                         f"coefficients] (K from 1 to 4, 0 < omega <= pi), but got "
+                         f"{_describe(seasonal)}")
+    check_intervals(ckpt["intervals"], cfg.horizon, "'intervals'")
+
     with torch.random.fork_rng(devices=[]):  # building models draws random numbers
         model, optimizer, generator = training_objects(cfg)
     restore(ckpt, cfg, model, optimizer, generator)
     return cfg
+
+
+def _describe(value) -> str:
+    if torch.is_tensor(value):
+        return f"a {value.dtype} tensor of shape {list(value.shape)}"
+    return brief(value)
+
+
+def check_intervals(intervals, horizon: int, what: str) -> None:
+    """None, or {"80": [...], "95": [...]}: per lead, a finite half-width >= 0."""
+    if intervals is None:
+        return
+    fits = (isinstance(intervals, dict) and sorted(intervals) == sorted(LEVELS)
+            and all(isinstance(v, list) and len(v) == horizon
+                    and all(Limit(float, 0.0).allows(w) for w in v)
+                    for v in intervals.values()))
+    if not fits:
+        raise ValueError(f"{what}: expected {{'80': [...], '95': [...]}} with {horizon} "
+                         f"half-widths >= 0 each, but got {brief(intervals)}")
 
 
 def _check_history(history, epochs: int) -> None:
@@ -113,6 +166,11 @@ def training_objects(cfg: TrainConfig
     """A fresh model, optimizer and generator for ``cfg``: what a checkpoint's
     training state restores into (``restore``)."""
     model = build_model(cfg)
+    # the LSTM's head starts at zero: before training the forecaster is its
+    # linear part alone (epoch 0, a candidate for the best epoch)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.zero_()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     return model, optimizer, torch.Generator().manual_seed(cfg.seed)
 
@@ -202,4 +260,6 @@ def forecaster_from_checkpoint(ckpt: dict) -> Forecaster:
     _load_weights(model, ckpt["best_state"], cfg, "best_state")
     model.eval()
     return Forecaster(model, ckpt["scaler"]["scale"], ckpt["scaler"]["target_scale"],
-                      cfg.window, cfg.horizon).eval()
+                      cfg.window, cfg.horizon, linear=ckpt["linear"],
+                      seasonal=ckpt["seasonal"],
+                      per_window=ckpt["scaler"].get("per_window", False)).eval()

@@ -1,0 +1,96 @@
+"""Threads: one training step (forward + backward with a given output
+gradient) and one inference pass of one layer, float32, lstm_ext.LSTM vs
+torch.nn.LSTM, at 1 and at every thread count up to the machine's, on an idle
+machine and with --busy N busy processes running (a shared CPU: README,
+"Threads"). Each configuration runs in its own process (thread counts are set
+once per process); medians of interleaved rounds.
+Run: python benchmarks/bench_threads.py [--quick] [--busy N]"""
+import argparse
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHAPES = [(64, 1, 32, 336), (32, 32, 64, 50), (64, 512, 512, 50)]  # (B, I, H, T)
+
+CHILD = r"""
+import json, sys, time, torch
+sys.path.insert(0, HERE)
+import lstm_ext
+from common import interleaved_ms
+threads, B, I, H, T, min_time = [float(v) if "." in v else int(v) for v in sys.argv[1:]]
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+theirs = torch.nn.LSTM(I, H)
+ours = lstm_ext.LSTM.from_torch(theirs)
+x, g = torch.randn(T, B, I), torch.randn(T, B, H)
+def train(m):
+    def run():
+        xi = x.detach().requires_grad_()
+        for p in m.parameters():
+            p.grad = None
+        m(xi)[0].backward(g)
+    return run
+def infer(m):
+    def run():
+        with torch.no_grad():
+            m(x)
+    return run
+fns = {"ours train": train(ours), "nn train": train(theirs),
+       "ours infer": infer(ours), "nn infer": infer(theirs)}
+times = interleaved_ms(fns, len(fns) * min_time)
+times["fallbacks"] = torch.ops.lstm_ext.thread_fallbacks()
+print(json.dumps(times))
+"""
+
+
+def busy():
+    while True:
+        pass
+
+
+def measure(threads, shape, min_time):
+    out = subprocess.run([sys.executable, "-c", f"HERE = {HERE!r}\n" + CHILD, str(threads),
+                          *map(str, shape), str(min_time)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--busy", type=int, default=0, help="busy processes during the run")
+    args = parser.parse_args()
+    sys.path.insert(0, HERE)
+    from common import header, print_table
+    header(f"Threads, {'idle' if not args.busy else f'{args.busy} busy processes'}")
+    hogs = [multiprocessing.Process(target=busy, daemon=True) for _ in range(args.busy)]
+    for h in hogs:
+        h.start()
+    try:
+        counts = sorted({1, 2, os.cpu_count() or 1})
+        rows = []
+        for shape in SHAPES:
+            base = None
+            for n in counts:
+                t = measure(n, shape, 0.2 if args.quick else 1.0)
+                base = base or t
+                rows.append([str(shape), n,
+                             f"{t['ours train']:.2f}", f"{t['nn train']:.2f}",
+                             f"{t['nn train'] / t['ours train']:.2f}x",
+                             f"{base['ours train'] / t['ours train']:.2f}x",
+                             f"{t['ours infer']:.2f}", f"{t['nn infer']:.2f}",
+                             f"{t['nn infer'] / t['ours infer']:.2f}x",
+                             f"{base['ours infer'] / t['ours infer']:.2f}x", t["fallbacks"]])
+    finally:
+        for h in hogs:
+            h.terminate()
+    print_table(["(B, I, H, T)", "threads", "ours train ms", "nn train ms", "nn/ours",
+                 "ours vs 1 thread", "ours infer ms", "nn infer ms", "nn/ours",
+                 "ours vs 1 thread", "fallbacks"], rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The installed package serves C++ projects outside this repository:
+``find_package(lstm_ext)`` (lstm_extConfig.cmake in the package, next to
+``find_package(Torch)``), the header declaring the ops, and the op library,
+stripped of debug information. A tiny CMake project (examples/cpp/consumer)
+is built against the package as installed (the editable tree here; a wheel in
+CI the same way) and gives Python's numbers.
+
+Its build is cached under examples/cpp/build/consumer (configured once)."""
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+import lstm_ext
+import lstm_ext.export
+from helpers import ROOT
+
+PACKAGE = os.path.dirname(os.path.abspath(lstm_ext.__file__))
+BUILD = os.path.join(ROOT, "examples", "cpp", "build", "consumer")
+
+
+def test_package_carries_header_and_cmake_config():
+    prefix = lstm_ext.export.cmake_prefix_path
+    config = os.path.join(prefix, "lstm_ext", "lstm_extConfig.cmake")
+    version = os.path.join(prefix, "lstm_ext", "lstm_extConfigVersion.cmake")
+    assert os.path.isfile(config) and os.path.isfile(version)
+    with open(version) as f:
+        assert f'set(PACKAGE_VERSION "{lstm_ext.__version__}")' in f.read()
+    header = os.path.join(PACKAGE, "include", "lstm_ext", "lstm_ext.h")
+    with open(header) as f:
+        assert f'#define LSTM_EXT_VERSION "{lstm_ext.__version__}"' in f.read()
+    with open(os.path.join(PACKAGE, "include", "lstm_ext", "ops.h")) as f:
+        declared = set(re.findall(r'\{"lstm_ext::(\w+)"\}', f.read()))
+    assert declared and all(hasattr(torch.ops.lstm_ext, name) for name in declared), declared
+
+
+@pytest.mark.skipif(bool(os.environ.get("LSTM_EXT_LIBRARY")) or
+                    os.environ.get("LSTM_EXT_DEBUG", "0") not in ("", "0"),
+                    reason="another build of the op library, or a debug build")
+def test_op_library_has_no_debug_info():
+    sections = subprocess.run(["readelf", "-S", "-W", lstm_ext.library_path()],
+                              capture_output=True, text=True, check=True).stdout
+    assert ".debug_info" not in sections, "a release build strips debug info (setup.py)"
+    assert os.path.getsize(lstm_ext.library_path()) < 5 * 2 ** 20
+
+
+def values(n, scale):
+    return torch.sin(torch.arange(n, dtype=torch.float64) * scale).float()
+
+
+def expected_sums():
+    T, B, I, H = 5, 3, 4, 6
+    out, hy, cy, _, _ = torch.ops.lstm_ext.lstm_layer_forward(
+        values(T * B * I, 0.7).reshape(T, B, I), values(B * H, 0.3).reshape(B, H) * 0.5,
+        values(B * H, 0.5).reshape(B, H) * 0.5, values(4 * H * I, 1.1).reshape(4 * H, I) * 0.4,
+        values(4 * H * H, 1.3).reshape(4 * H, H) * 0.4, values(4 * H, 1.7) * 0.1,
+        values(4 * H, 1.9) * 0.1, None)
+    return [t.sum().item() for t in (out, hy, cy)]
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+def test_cmake_project_builds_against_the_installed_package():
+    if not os.path.exists(os.path.join(BUILD, "CMakeCache.txt")):
+        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+        prefix = f"{torch.utils.cmake_prefix_path};{lstm_ext.export.cmake_prefix_path}"
+        done = subprocess.run(["cmake", "-S", os.path.join(ROOT, "examples", "cpp", "consumer"),
+                               "-B", BUILD, *generator, f"-DCMAKE_PREFIX_PATH={prefix}"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"lstm_ext {lstm_ext.__version__}: {lstm_ext.library_path()}" in done.stdout
+    done = subprocess.run(["cmake", "--build", BUILD, "-j2"], capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    app = os.path.join(BUILD, "lstm_ext_consumer")
+    needed = subprocess.run(["readelf", "-d", app], capture_output=True, text=True).stdout
+    assert "_C.abi3.so" in needed, "linked --no-as-needed: the ops register at start-up"
+    run = subprocess.run([app], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    line = run.stdout.strip().splitlines()[0]
+    assert line.startswith(f"lstm_ext {lstm_ext.__version__} layer: "), line
+    got = [float(v) for v in line.split(": ")[1].split(",")]
+    np.testing.assert_allclose(got, expected_sums(), rtol=1e-6, atol=1e-5)
+    missing = subprocess.run([app, os.path.join(BUILD, "missing.pt2")], capture_output=True,
+                             text=True, timeout=60)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
