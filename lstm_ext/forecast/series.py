@@ -227,7 +227,8 @@ def load_panel(csv: str) -> List[Series]:
     ids = ids.astype(str).str.strip()
     raw = frame[y]
     values = pd.to_numeric(raw, errors="coerce")
-    bad = (values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")).to_numpy().nonzero()[0]
+    text = raw.astype(str).str.strip()
+    bad = (values.isna() & raw.notna() & (text != "")).to_numpy().nonzero()[0]
     if len(bad):
         row = int(bad[0])
         raise DataError(f"{source}: series '{ids.iloc[row]}', column '{y}', line {row + 2}: "

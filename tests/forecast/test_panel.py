@@ -134,3 +134,10 @@ def test_per_window_intervals_scale_with_the_last_window():
     meta = {"window": 4, "intervals": {"80": [1.0, 2.0], "95": [2.0, 3.0]}, "per_window": True}
     widths = panel.interval_widths(meta, np.array([0.0, 9.0, 1.0, 3.0, 5.0]), 2)
     np.testing.assert_allclose(widths["80"], [4.0, 8.0])   # mean |change| of 9,1,3,5 is 4
+
+
+def test_model_json_per_window_must_be_true_or_false(tmp_path):
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps({"window": 4, "horizon": 2, "per_window": "yes"}))
+    with pytest.raises(ValueError, match="'per_window': expected true or false"):
+        artifacts.load_meta(str(path))
