@@ -3,9 +3,12 @@ on a CPU at once, the op finds the CPU contended and falls back to one thread
 (thread_fallbacks counts it), with the same results.
 
 The contention is made certain, not hoped for: the child process pins itself
-to one CPU before torch starts its threads and then asks for two, so that one
-of them is always off the CPU while the other runs (the case of two busy
-processes on a 2-core machine, made deterministic). No timing is asserted;
+and a busy process to one CPU before torch starts its threads, then asks for
+two threads, so that of the three only one runs at a time and a team thread
+is off the CPU for a scheduler time slice while the other waits (the case of
+two busy processes on a 2-core machine, on one core). Without the busy
+process, the two threads alone hand the CPU to each other quickly (OpenMP's
+waiting thread sleeps), which is not the case to test. No timing is asserted;
 benchmarks/bench_threads.py prints the times.
 """
 import os
@@ -17,8 +20,14 @@ import pytest
 from helpers import ROOT, TESTS
 
 CHILD = r"""
-import os, sys
+import os, signal, sys
 os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+parent = os.getpid()
+busy = os.fork()
+if busy == 0:  # spins until its parent is gone, however the parent ends
+    while os.getppid() == parent:
+        pass
+    os._exit(0)
 import torch
 sys.path.insert(0, TESTS)
 import lstm_ext
@@ -43,6 +52,7 @@ for _ in range(20):
     for a, b in zip(got, serial):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 print("fallbacks", torch.ops.lstm_ext.thread_fallbacks() - before)
+os.kill(busy, signal.SIGKILL)
 """
 
 
