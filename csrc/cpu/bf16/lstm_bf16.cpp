@@ -10,10 +10,12 @@
 //     in [-1, 1], and halving their traffic keeps the step fast); the gate
 //     gradients (T, B, 4H) likewise, as operands of the bf16 GEMMs;
 //   * the cell op's saved gates: float32 (one step, so precision costs nothing).
-// Every sum accumulates in float32: the recurrent products on the bf16 kernels
-// (vec/bf16_kernels.h: vdpbf16ps where the CPU has AVX512-BF16), the large
-// products (input projection, dx, dW_ih, dW_hh) as one oneDNN bf16 GEMM each
-// through ATen (float32 accumulation, one rounding of the result to bf16).
+// Every sum accumulates in float32: each forward step's product [x | h] @
+// [W_ih | W_hh]^T and the backward's dh = dgates @ W_hh on the bf16 kernels
+// (vec/bf16_kernels.h: AMX tiles or vdpbf16ps where the CPU has them, on
+// weights packed once per call), the backward's large products (dx, dW_ih,
+// dW_hh) as one oneDNN bf16 GEMM each through ATen (float32 accumulation, one
+// rounding of the result to bf16).
 // The bias gradient is a float32 sum.
 //
 // LSTM_EXT_GEMM=aten has no effect here: bf16 has no float32-style
@@ -84,7 +86,7 @@ LayerSizes check_layer_args(const char* op, const Tensor& input, const Tensor& h
                input.size(0), {}, false};
   check_buffer_fits(op, "gates", {s.steps, s.batch, 4, s.hidden}, at::kFloat);
   check_buffer_fits(op, "input", {s.steps, s.batch, s.input}, at::kFloat);
-  check_buffer_fits(op, "packed w_hh", {4, s.hidden + 64, s.hidden + 2}, kBF16);
+  check_buffer_fits(op, "packed weights", {4, s.hidden + 64, s.input + s.hidden + 32}, kBF16);
   s.batch_sizes.assign(s.steps, s.batch);
   if (lengths.has_value() && lengths->defined()) {
     const Tensor len = check_lengths(op, *lengths, s.steps, s.batch);
@@ -126,14 +128,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   const int64_t T = s.steps, B = s.batch, H = s.hidden;
   const auto opts = input.options();
 
-  // The input projection of every step at once (bf16 GEMM, float32
-  // accumulation); the step adds the biases and the recurrent product in
-  // float32 and overwrites it with the activated gates.
+  // The activated gates, saved for the backward. The input projection is part
+  // of each step's product (vec::bf16_forward_step), so the pre-activations
+  // are float32 sums from end to end.
   Tensor gates = cached_empty({T, B, 4 * H}, opts);
-  matmul(input.reshape({T * B, s.input}), w_ih.t(), gates.view({T * B, 4 * H}), 0.0);
   Tensor output = cached_empty({T, B, H}, opts);
   Tensor cs = cached_empty({T, B, H}, opts.dtype(at::kFloat));
   if (s.padded) {
+    gates.zero_();
     output.zero_();
     cs.zero_();
   }
@@ -141,14 +143,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   const Tensor c0 = to_float(cx);
   if (T > 0 && B > 0 && H > 0) {
     const Tensor bias = combined_bias(b_ih, b_hh);
-    const Tensor w = w_hh.contiguous();
-    Tensor packed = at::empty({vec::bf16_panel_size(H, 4 * H)}, opts);
-    vec::bf16_pack_gates(bf16_ptr(w), H, H, bf16_ptr(packed));
+    const Tensor x = input.contiguous();
+    const Tensor w = at::cat({w_ih, w_hh}, 1).contiguous();  // [W_ih | W_hh] (4H, I + H)
+    Tensor packed = at::empty({vec::bf16_panel_size(s.input + H, 4 * H)}, opts);
+    vec::bf16_pack_gates(bf16_ptr(w), H, s.input + H, bf16_ptr(packed));
     bf16* gates_p = bf16_ptr(gates);
     bf16* out_p = bf16_ptr(output);
+    const bf16* x_p = bf16_ptr(x);
     float* cs_p = cs.data_ptr<float>();
     for (int64_t t = 0; t < T; ++t) {
       vec::bf16_forward_step({gates_p + t * B * 4 * H, bf16_ptr(packed),
+                              x_p + t * B * s.input, s.input,
                               t == 0 ? bf16_ptr(h0) : out_p + (t - 1) * B * H,
                               t == 0 ? c0.data_ptr<float>() : cs_p + (t - 1) * B * H,
                               cs_p + t * B * H, out_p + t * B * H, ptr_or_null<float>(bias),

@@ -2,7 +2,9 @@
 // where it was compiled in (LSTM_EXT_HAVE_AVX512_BF16, from sources.txt), the
 // CPU reports AVX512-BF16 (CPUID leaf 7, sub-leaf 1, EAX bit 5) and ATen's
 // capability build is AVX-512 (so ATEN_CPU_CAPABILITY=avx2|default also turns
-// it off); else the capability build's own compilation.
+// it off) -- and within it the AMX one where that was compiled in, the CPU has
+// AMX-BF16 and LSTM_EXT_BF16_AMX is not 0; else the capability build's own
+// compilation.
 #include "bf16_kernels.h"
 
 #include <torch/library.h>
@@ -12,6 +14,12 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#include "../config.h"
 
 namespace lstm_ext::cpu::vec {
 namespace {
@@ -26,9 +34,30 @@ bool cpu_has_avx512_bf16() {
 #endif
 }
 
+// AMX-BF16 and AMX-TILE (CPUID leaf 7, EDX bits 22 and 24), and Linux's
+// permission to use the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM for
+// XFEATURE_XTILEDATA; without it the first tile instruction faults).
+bool cpu_has_amx_bf16() {
+#if defined(__x86_64__) && defined(__linux__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  if (((edx >> 22) & 1u) == 0 || ((edx >> 24) & 1u) == 0) return false;
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
 int detect_bf16_build() {
 #if defined(LSTM_EXT_HAVE_AVX512_BF16)
-  if (capability() == Capability::AVX512 && cpu_has_avx512_bf16()) return kAvx512Bf16Build;
+  if (capability() == Capability::AVX512 && cpu_has_avx512_bf16()) {
+#if defined(LSTM_EXT_HAVE_AMX_BF16)
+    if (config().bf16_amx && cpu_has_amx_bf16()) return kAmxBf16Build;
+#endif
+    return kAvx512Bf16Build;
+  }
 #endif
   return static_cast<int>(capability());
 }
@@ -41,7 +70,11 @@ int bf16_build() {
 }
 
 const char* bf16_build_name() {
-  return bf16_build() == kAvx512Bf16Build ? "avx512_bf16" : capability_name();
+  switch (bf16_build()) {
+    case kAmxBf16Build: return "amx_bf16";
+    case kAvx512Bf16Build: return "avx512_bf16";
+    default: return capability_name();
+  }
 }
 
 } // namespace lstm_ext::cpu::vec

@@ -21,7 +21,9 @@
 // Packed panels (bf16_pack_gates / bf16_pack_cols): B (K, N) is cut into
 // groups of 4 vectors of 16 columns; a group holds, for each pair of rows
 // (k, k+1), its 4 x 16 columns as interleaved pairs (B[k][j], B[k+1][j]) --
-// the operand layout of vdpbf16ps -- zero past K and past N:
+// the operand layout of vdpbf16ps and of AMX's tdpbf16ps -- zero past K and
+// past N, pairs padded to a multiple of 16 (one AMX tile of B: 16 pairs x 16
+// columns):
 //   packed[grp][kp][q][v][e] = B[2 kp + e][column (grp, q, v)]
 // bf16_pack_gates packs W^T for W (4H, K) (W_hh or W_ih as stored) with group
 // grp = hidden units [16 grp, 16 grp + 16) and q = gate: column (grp, q, v) =
@@ -43,13 +45,16 @@ using bf16 = c10::BFloat16;
 constexpr int64_t kBf16Lanes = 16;
 constexpr int64_t kBf16GroupCols = 4 * kBf16Lanes;
 
-// The builds a bf16 stub may hold: the capability builds, then AVX512-BF16.
+// The builds a bf16 stub may hold: the capability builds, then AVX512-BF16,
+// then AVX512-BF16 with AMX (tile products for the step's and dh's sums).
 constexpr int kAvx512Bf16Build = kCapabilities;
-constexpr int kBf16Builds = kCapabilities + 1;
+constexpr int kAmxBf16Build = kCapabilities + 1;
+constexpr int kBf16Builds = kCapabilities + 2;
 
 // The build the bf16 stubs run (decided once, bf16_dispatch.cpp).
 int bf16_build();
-// Its name: "avx512_bf16", or the capability build's ("avx512", "avx2", "default").
+// Its name: "amx_bf16", "avx512_bf16", or the capability build's ("avx512",
+// "avx2", "default").
 const char* bf16_build_name();
 
 template <typename Signature>
@@ -80,13 +85,18 @@ LSTM_EXT_DECLARE_BF16_KERNEL(bf16_pack_gates,
 LSTM_EXT_DECLARE_BF16_KERNEL(bf16_pack_cols, void(const bf16* b, int64_t K, int64_t N,
                                                   bf16* packed));
 
-// One forward step of a layer: for each row and hidden unit,
-//   pre = gates (the input projection) + bias + h_prev @ W_hh^T   (float32)
-// then the cell update (as PointwiseForward in kernels.h) in float32; the
-// activated gates overwrite gates (bf16), c_next is float32, h_next bf16.
+// One forward step of a layer, input projection included: for each row and
+// hidden unit,
+//   pre = [x | h_prev] @ [W_ih | W_hh]^T + bias     (float32 sums)
+// then the cell update (as PointwiseForward in kernels.h) in float32: the
+// activated gates go to gates (bf16), c_next is float32, h_next bf16. One
+// product over K = I + H per step keeps the pre-activations in float32 (a
+// separate bf16 GEMM for the projection would round them to bf16).
 struct StepForwardBf16 {
-  bf16* gates;           // (rows, 4H): input projection in, activated gates out
-  const bf16* w_packed;  // bf16_pack_gates(W_hh, H, H)
+  bf16* gates;           // (rows, 4H): activated gates out
+  const bf16* w_packed;  // bf16_pack_gates([W_ih | W_hh], H, I + H)
+  const bf16* x;         // (rows, I): this step's input
+  int64_t input;         // I
   const bf16* h_prev;    // (rows, H)
   const float* c_prev;   // (rows, H)
   float* c_next;         // (rows, H)

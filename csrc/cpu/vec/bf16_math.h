@@ -5,8 +5,11 @@
 // One source for every build: in the AVX512-BF16 build (LSTM_EXT_BF16_DPBF16
 // defined, kernels_avx512_bf16.cpp) a pair product is one vdpbf16ps
 // (_mm512_dpbf16_ps: 16 float32 lanes, each += a0 b0 + a1 b1 from bf16
-// pairs) and conversions are vcvtneps2bf16; elsewhere the same sums run in
-// float32 on converted values (the fallback where the CPU lacks AVX512-BF16).
+// pairs) and conversions are vcvtneps2bf16; in the AMX build
+// (LSTM_EXT_BF16_AMX too) the products of 16 rows run on AMX tiles
+// (tdpbf16ps: a 16 x 16 float32 tile += 16 x 32 bf16 @ 16 pairs x 16);
+// elsewhere the same sums run in float32 on converted values (the fallback
+// where the CPU lacks AVX512-BF16).
 // vdpbf16ps treats bf16 denormals as zero and rounds its sums to nearest-even:
 // results differ from the fallback's in the last float32 bits only.
 //
@@ -76,21 +79,24 @@ inline void float_to_bf16(const float* in, int64_t n, bf16* p) {
 // ---------------------------------------------------------------------------
 // Packing.
 
-template <typename = void>
-int64_t bf16_panel_size_impl(int64_t K, int64_t N) {
-  const int64_t groups = (N + kBf16GroupCols - 1) / kBf16GroupCols;
-  return groups * ((K + 1) / 2) * kBf16GroupCols * 2;
-}
+// Pairs of K in a packed group: rounded up to whole AMX tiles (16 pairs).
+inline int64_t panel_pairs(int64_t K) { return ((K + 1) / 2 + 15) / 16 * 16; }
 
-inline int64_t bf16_panel_size(int64_t K, int64_t N) { return bf16_panel_size_impl(K, N); }
+// Elements of one packed group.
+inline int64_t group_stride(int64_t K) { return panel_pairs(K) * kBf16GroupCols * 2; }
+
+inline int64_t bf16_panel_size(int64_t K, int64_t N) {
+  const int64_t groups = (N + kBf16GroupCols - 1) / kBf16GroupCols;
+  return groups * group_stride(K);
+}
 
 // packed[grp][kp][q][v][e] = b(2 kp + e, col(grp, q, v)), zero outside (K, N).
 template <typename F>
 inline void pack_panel(int64_t K, int64_t N, int64_t groups, bf16* packed, const F& b_at) {
-  const int64_t pairs = (K + 1) / 2;
+  const int64_t pairs = panel_pairs(K);
   at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t grp = g0; grp < g1; ++grp) {
-      bf16* out = packed + grp * pairs * kBf16GroupCols * 2;
+      bf16* out = packed + grp * group_stride(K);
       for (int64_t kp = 0; kp < pairs; ++kp) {
         for (int64_t q = 0; q < 4; ++q) {
           for (int64_t v = 0; v < kBf16Lanes; ++v) {
@@ -128,26 +134,15 @@ inline void bf16_pack_cols(const bf16* b, int64_t K, int64_t N, bf16* packed) {
 
 // ---------------------------------------------------------------------------
 // The pair-product block: for MR rows of A (bf16, leading dimension lda, K
-// columns) and one group of a packed panel, sums over pairs [kp0, kp1) into
-// partial (MR rows x 64 float32, row stride 64): overwritten when `first`,
-// else added to.
-
-// Row i's pair (A[2 kp], A[2 kp + 1]) as one 32-bit word, the second half zero
-// past K (never read: it may be another row's value, or past the buffer).
-inline uint32_t a_pair(const bf16* row, int64_t kp, int64_t K) {
-  if (2 * kp + 1 < K) {
-    uint32_t pair;
-    std::memcpy(&pair, row + 2 * kp, sizeof(pair));
-    return pair;
-  }
-  return row[2 * kp].x;
-}
+// columns, K even) and one group of a packed panel, sums over pairs
+// [kp0, kp1) into partial (MR rows x 64 float32, row stride 64): overwritten
+// when `first`, else added to.
 
 #if defined(LSTM_EXT_BF16_DPBF16)
 
 template <int MR>
-inline void dp_rows(const bf16* A, int64_t lda, int64_t K, const bf16* panel, int64_t kp0,
-                    int64_t kp1, float* partial, bool first) {
+inline void dp_rows(const bf16* A, int64_t lda, const bf16* panel, int64_t kp0, int64_t kp1,
+                    float* partial, bool first) {
   __m512 acc[MR][4];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
@@ -156,8 +151,7 @@ inline void dp_rows(const bf16* A, int64_t lda, int64_t K, const bf16* panel, in
       acc[i][q] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(partial + i * 64 + q * 16);
     }
   }
-  const int64_t full = std::min(kp1, K / 2);  // pairs with both halves inside K
-  for (int64_t kp = kp0; kp < full; ++kp) {
+  for (int64_t kp = kp0; kp < kp1; ++kp) {
     const bf16* wk = panel + kp * kBf16GroupCols * 2;
     __m512bh b[4];
 #pragma GCC unroll 4
@@ -171,15 +165,6 @@ inline void dp_rows(const bf16* A, int64_t lda, int64_t K, const bf16* panel, in
       for (int q = 0; q < 4; ++q) acc[i][q] = _mm512_dpbf16_ps(acc[i][q], a, b[q]);
     }
   }
-  for (int64_t kp = std::max(full, kp0); kp < kp1; ++kp) {  // the odd K's last pair
-    const bf16* wk = panel + kp * kBf16GroupCols * 2;
-    for (int i = 0; i < MR; ++i) {
-      const __m512bh a = (__m512bh)_mm512_set1_epi32(int32_t(a_pair(A + i * lda, kp, K)));
-      for (int q = 0; q < 4; ++q) {
-        acc[i][q] = _mm512_dpbf16_ps(acc[i][q], a, (__m512bh)_mm512_loadu_si512(wk + q * 32));
-      }
-    }
-  }
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
@@ -190,8 +175,8 @@ inline void dp_rows(const bf16* A, int64_t lda, int64_t K, const bf16* panel, in
 #else
 
 template <int MR>
-inline void dp_rows(const bf16* A, int64_t lda, int64_t K, const bf16* panel, int64_t kp0,
-                    int64_t kp1, float* partial, bool first) {
+inline void dp_rows(const bf16* A, int64_t lda, const bf16* panel, int64_t kp0, int64_t kp1,
+                    float* partial, bool first) {
   float acc[MR][kBf16GroupCols];
   for (int i = 0; i < MR; ++i) {
     for (int64_t c = 0; c < kBf16GroupCols; ++c) acc[i][c] = first ? 0.f : partial[i * 64 + c];
@@ -204,9 +189,8 @@ inline void dp_rows(const bf16* A, int64_t lda, int64_t K, const bf16* panel, in
       w1[c] = bf16_bits_to_float(wk[2 * c + 1].x);
     }
     for (int i = 0; i < MR; ++i) {
-      const uint32_t pair = a_pair(A + i * lda, kp, K);
-      const float a0 = bf16_bits_to_float(uint16_t(pair & 0xffffu));
-      const float a1 = bf16_bits_to_float(uint16_t(pair >> 16));
+      const float a0 = bf16_bits_to_float(A[i * lda + 2 * kp].x);
+      const float a1 = bf16_bits_to_float(A[i * lda + 2 * kp + 1].x);
       for (int64_t c = 0; c < kBf16GroupCols; ++c) {
         acc[i][c] += a0 * w0[c] + a1 * w1[c];
       }
@@ -219,45 +203,160 @@ inline void dp_rows(const bf16* A, int64_t lda, int64_t K, const bf16* panel, in
 
 #endif
 
-// Rows [0, rows) of A against one panel group, all of K: the sums land in
+// Rows [0, rows) of A (K even) against one panel group: the sums land in
 // partial (rows x 64). K in chunks whose slice of the group (64 pairs x 64
 // columns x 2, 16 KiB) stays in L1 while every row block streams past it.
 inline void dp_group(int64_t rows, const bf16* A, int64_t lda, int64_t K, const bf16* group,
                      float* partial) {
   constexpr int MR = 4;
   constexpr int64_t kChunkPairs = 64;
-  const int64_t pairs = (K + 1) / 2;
+  const int64_t pairs = K / 2;
   for (int64_t kp0 = 0; kp0 == 0 || kp0 < pairs; kp0 += kChunkPairs) {
     const int64_t kp1 = std::min(pairs, kp0 + kChunkPairs);
     const bool first = kp0 == 0;
     int64_t r = 0;
     for (; r + MR <= rows; r += MR) {
-      dp_rows<MR>(A + r * lda, lda, K, group, kp0, kp1, partial + r * 64, first);
+      dp_rows<MR>(A + r * lda, lda, group, kp0, kp1, partial + r * 64, first);
     }
-    for (; r < rows; ++r) dp_rows<1>(A + r * lda, lda, K, group, kp0, kp1, partial + r * 64, first);
+    for (; r < rows; ++r) dp_rows<1>(A + r * lda, lda, group, kp0, kp1, partial + r * 64, first);
   }
 }
 
+#if defined(LSTM_EXT_BF16_AMX)
+
+// AMX: tiles 0-3 accumulate the 4 x 16 columns of a group for 16 rows, tile
+// 4 holds 16 rows x 32 k of A, tiles 5 and 6 alternate for B.
+struct TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// Loads this thread's tile configuration (the tile state is per thread and
+// other libraries -- oneDNN -- configure their own between our calls).
+inline void amx_configure() {
+  TileConfig cfg{};
+  cfg.palette_id = 1;
+  for (int t = 0; t < 7; ++t) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// 16 rows of A (16 x K, K a multiple of 32, rows beyond the data zero-filled
+// or harmless) against one group: partial (16 x 64, row stride 64) = the sums.
+inline void amx_block(const bf16* A, int64_t lda, int64_t K, const bf16* group, float* partial) {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  const int64_t a_stride = lda * int64_t(sizeof(bf16));
+  constexpr int64_t b_stride = kBf16GroupCols * 2 * sizeof(bf16);  // one pair row: 256 bytes
+  for (int64_t k = 0; k < K; k += 32) {
+    const bf16* b = group + (k / 2) * kBf16GroupCols * 2;
+    _tile_loadd(4, A + k, a_stride);
+    _tile_loadd(5, b, b_stride);
+    _tile_loadd(6, b + 32, b_stride);
+    _tile_dpbf16ps(0, 4, 5);
+    _tile_loadd(5, b + 64, b_stride);
+    _tile_dpbf16ps(1, 4, 6);
+    _tile_loadd(6, b + 96, b_stride);
+    _tile_dpbf16ps(2, 4, 5);
+    _tile_dpbf16ps(3, 4, 6);
+  }
+  constexpr int64_t c_stride = 64 * sizeof(float);
+  _tile_stored(0, partial, c_stride);
+  _tile_stored(1, partial + 16, c_stride);
+  _tile_stored(2, partial + 32, c_stride);
+  _tile_stored(3, partial + 48, c_stride);
+}
+
+#endif
+
+// Rounds up to whole AMX tiles: rows to 16, K to 32.
+inline int64_t round_rows(int64_t rows) { return (rows + 15) / 16 * 16; }
+inline int64_t round_k(int64_t K) { return (K + 31) / 32 * 32; }
+
+// Per-thread scratch, kept across steps: no allocation per step.
 inline float* thread_partial(int64_t rows) {
   thread_local std::vector<float> partial;
-  if (partial.size() < static_cast<size_t>(rows * 64)) partial.resize(rows * 64);
+  const size_t size = static_cast<size_t>(round_rows(rows) * 64);
+  if (partial.size() < size) partial.resize(size);
   return partial.data();
 }
+
+inline bf16* thread_a(int64_t elements) {
+  thread_local std::vector<bf16> a;
+  if (a.size() < static_cast<size_t>(elements)) a.resize(elements);
+  return a.data();
+}
+
+// rows (<= 16) rows of A (K columns, leading dimension lda) into a 16 x
+// round_k(K) block at out, zero past rows and past K.
+inline void copy_block(const bf16* A, int64_t lda, int64_t rows, int64_t K, bf16* out) {
+  const int64_t kp = round_k(K);
+  for (int64_t r = 0; r < 16; ++r) {
+    bf16* o = out + r * kp;
+    if (r < rows) {
+      std::memcpy(o, A + r * lda, K * sizeof(bf16));
+      std::memset(static_cast<void*>(o + K), 0, (kp - K) * sizeof(bf16));
+    } else {
+      std::memset(static_cast<void*>(o), 0, kp * sizeof(bf16));
+    }
+  }
+}
+
+// The sums of rows [0, rows) of A against one group, into partial (row stride
+// 64). A padded (`padded`: round_rows(rows) rows, round_k(K) columns, zeros
+// past the data) may go to AMX tiles in place; otherwise AMX copies each
+// ragged block first.
+inline void group_sums(int64_t rows, const bf16* A, int64_t lda, int64_t K, bool padded,
+                       const bf16* group, float* partial) {
+#if defined(LSTM_EXT_BF16_AMX)
+  if (rows >= 4) {
+    const int64_t kp = round_k(K);
+    for (int64_t r = 0; r < rows; r += 16) {
+      if (padded || (r + 16 <= rows && K % 32 == 0)) {
+        amx_block(A + r * lda, lda, kp, group, partial + r * 64);
+      } else {
+        bf16* block = thread_a(16 * kp);
+        copy_block(A + r * lda, lda, std::min<int64_t>(16, rows - r), K, block);
+        amx_block(block, kp, kp, group, partial + r * 64);
+      }
+    }
+    return;
+  }
+#endif
+  (void)padded;
+  dp_group(rows, A, lda, K + (K & 1), group, partial);
+}
+
+// Opens a parallel region's use of the product kernels (AMX: tile
+// configuration) and closes it (AMX: release of the tile state).
+struct TileScope {
+#if defined(LSTM_EXT_BF16_AMX)
+  TileScope() { amx_configure(); }
+  ~TileScope() { _tile_release(); }
+#endif
+};
 
 // ---------------------------------------------------------------------------
 // The forward step.
 
-// The cell update of one row's block of n (<= 16) hidden units: g the row's
-// gates at the block (bf16, gate q at g + q H), sums the recurrent products
-// (gate q at sums + 16 q), bias at the block or nullptr.
+// The cell update of one row's block of n (<= 16) hidden units: sums the
+// pre-activation sums (gate q at sums + 16 q), bias at the block or nullptr;
+// the activated gates go to g (the row's gates at the block, gate q at
+// g + q H, bf16).
 inline void cell_update_bf16(bf16* g, int64_t H, const float* sums, const float* bias,
                              const float* c_prev, float* c_next, bf16* h_next, int64_t n) {
   using Vec = Vectorized<float>;
   constexpr int64_t kVec = Vec::size();
   float pre[4][kBf16Lanes];
   for (int q = 0; q < 4; ++q) {
-    bf16_to_float(g + q * H, n, pre[q]);
-    for (int64_t v = 0; v < n; ++v) pre[q][v] += sums[q * kBf16Lanes + v];
+    for (int64_t v = 0; v < n; ++v) pre[q][v] = sums[q * kBf16Lanes + v];
     if (bias != nullptr) {
       for (int64_t v = 0; v < n; ++v) pre[q][v] += bias[q * H + v];
     }
@@ -282,19 +381,34 @@ inline void cell_update_bf16(bf16* g, int64_t H, const float* sums, const float*
 }
 
 inline void bf16_forward_step(const StepForwardBf16& a) {
-  const int64_t H = a.hidden;
+  const int64_t H = a.hidden, I = a.input;
+  const int64_t K = I + H;
+  const int64_t kp = round_k(K);
   const int64_t groups = (H + kBf16Lanes - 1) / kBf16Lanes;
-  const int64_t pairs = (H + 1) / 2;
-  // Threads split the hidden units, so each keeps its part of W_hh hot in its
-  // own cache from one step to the next.
-  const int64_t work_per_group = 8 * a.rows * H * kBf16Lanes;
+  // Threads split the hidden units, so each keeps its part of the weights hot
+  // in its own cache from one step to the next.
+  const int64_t work_per_group = 8 * a.rows * K * kBf16Lanes;
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(work_per_group, 1));
   at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
+    TileScope tiles;
     float* partial = thread_partial(a.rows);
+    // [x | h_prev], padded to whole tiles with zeros: this thread's copy.
+    const int64_t rows_pad = round_rows(a.rows);
+    bf16* A = thread_a(rows_pad * kp);
+    for (int64_t r = 0; r < rows_pad; ++r) {
+      bf16* o = A + r * kp;
+      if (r < a.rows) {
+        std::memcpy(o, a.x + r * I, I * sizeof(bf16));
+        std::memcpy(o + I, a.h_prev + r * H, H * sizeof(bf16));
+        std::memset(static_cast<void*>(o + K), 0, (kp - K) * sizeof(bf16));
+      } else {
+        std::memset(static_cast<void*>(o), 0, kp * sizeof(bf16));
+      }
+    }
     for (int64_t grp = g0; grp < g1; ++grp) {
       const int64_t u0 = grp * kBf16Lanes;
       const int64_t n = std::min(kBf16Lanes, H - u0);
-      dp_group(a.rows, a.h_prev, H, H, a.w_packed + grp * pairs * kBf16GroupCols * 2, partial);
+      group_sums(a.rows, A, kp, K, true, a.w_packed + grp * group_stride(K), partial);
       for (int64_t r = 0; r < a.rows; ++r) {
         cell_update_bf16(a.gates + r * 4 * H + u0, H, partial + r * 64,
                          a.bias ? a.bias + u0 : nullptr, a.c_prev + r * H + u0,
@@ -355,15 +469,15 @@ inline void bf16_backward_pointwise(const PointwiseBackwardBf16& a) {
 inline void bf16_gemm(int64_t M, int64_t N, int64_t K, const bf16* A, int64_t lda,
                       const bf16* packed, float* C, int64_t ldc, bool accumulate) {
   const int64_t groups = (N + kBf16GroupCols - 1) / kBf16GroupCols;
-  const int64_t pairs = (K + 1) / 2;
   const int64_t work_per_group = 2 * M * K * kBf16GroupCols;
   const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(work_per_group, 1));
   at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
+    TileScope tiles;
     float* partial = thread_partial(M);
     for (int64_t grp = g0; grp < g1; ++grp) {
       const int64_t j0 = grp * kBf16GroupCols;
       const int64_t n = std::min(kBf16GroupCols, N - j0);
-      dp_group(M, A, lda, K, packed + grp * pairs * kBf16GroupCols * 2, partial);
+      group_sums(M, A, lda, K, false, packed + grp * group_stride(K), partial);
       for (int64_t r = 0; r < M; ++r) {
         float* c = C + r * ldc + j0;
         const float* s = partial + r * 64;
