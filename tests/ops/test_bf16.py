@@ -446,21 +446,23 @@ def test_float32_bitwise_against_baseline_library():
     baseline = os.environ.get("LSTM_EXT_BASELINE_LIBRARY")
     if not baseline:
         pytest.skip("LSTM_EXT_BASELINE_LIBRARY not set")
-    code = (
-        "import sys, torch; sys.path.insert(0, {tests!r}); import lstm_ext;"
-        "from helpers import layer_args, make_cell_args;"
-        "res = [];"
-        "for shape in [(5, 9, 3, 40), (7, 16, 8, 64), (3, 1, 5, 17), (20, 33, 17, 70)]:\n"
-        "    args = [a.float().requires_grad_() for a in layer_args(*shape)]\n"
-        "    out = lstm_ext.lstm_layer(*args)\n"
-        "    sum((o * (k + 1)).sum() for k, o in enumerate(out)).backward()\n"
-        "    res += [o.detach() for o in out] + [a.grad for a in args]\n"
-        "    cargs = [a.float().requires_grad_() for a in make_cell_args(shape[1], shape[2], shape[3])]\n"
-        "    cout = lstm_ext.lstm_cell(*cargs)\n"
-        "    sum((o * (k + 1)).sum() for k, o in enumerate(cout)).backward()\n"
-        "    res += [o.detach() for o in cout] + [a.grad for a in cargs]\n"
-        "torch.save(res, sys.argv[1])"
-    ).format(tests=TESTS)
+    code = "\n".join([
+        "import sys, torch",
+        "sys.path.insert(0, {tests!r})",
+        "import lstm_ext",
+        "from helpers import layer_args, make_cell_args",
+        "res = []",
+        "for shape in [(5, 9, 3, 40), (7, 16, 8, 64), (3, 1, 5, 17), (20, 33, 17, 70)]:",
+        "    args = [a.float().requires_grad_() for a in layer_args(*shape)]",
+        "    out = lstm_ext.lstm_layer(*args)",
+        "    sum((o * (k + 1)).sum() for k, o in enumerate(out)).backward()",
+        "    res += [o.detach() for o in out] + [a.grad for a in args]",
+        "    cargs = [a.float().requires_grad_() for a in make_cell_args(*shape[1:])]",
+        "    cout = lstm_ext.lstm_cell(*cargs)",
+        "    sum((o * (k + 1)).sum() for k, o in enumerate(cout)).backward()",
+        "    res += [o.detach() for o in cout] + [a.grad for a in cargs]",
+        "torch.save(res, sys.argv[1])",
+    ]).format(tests=TESTS)
     import tempfile
     results = []
     with tempfile.TemporaryDirectory() as d:

@@ -90,46 +90,59 @@ inline int64_t bf16_panel_size(int64_t K, int64_t N) {
   return groups * group_stride(K);
 }
 
-// packed[grp][kp][q][v][e] = b(2 kp + e, col(grp, q, v)), zero outside (K, N).
+// Where B[k][column (q, v)] of a group goes in the packed group.
+inline int64_t packed_index(int64_t k, int64_t q, int64_t v) {
+  return (((k >> 1) * 4 + q) * kBf16Lanes + v) * 2 + (k & 1);
+}
+
+// Zero-fills each group (padding included), then fill(grp, out) writes its values.
 template <typename F>
-inline void pack_panel(int64_t K, int64_t N, int64_t groups, bf16* packed, const F& b_at) {
-  const int64_t pairs = panel_pairs(K);
+inline void pack_groups(int64_t K, int64_t groups, bf16* packed, const F& fill) {
   at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t grp = g0; grp < g1; ++grp) {
       bf16* out = packed + grp * group_stride(K);
-      for (int64_t kp = 0; kp < pairs; ++kp) {
-        for (int64_t q = 0; q < 4; ++q) {
-          for (int64_t v = 0; v < kBf16Lanes; ++v) {
-            for (int64_t e = 0; e < 2; ++e) {
-              const int64_t k = 2 * kp + e;
-              bf16 value;
-              value.x = 0;
-              if (k < K) b_at(k, grp, q, v, value);
-              out[((kp * 4 + q) * kBf16Lanes + v) * 2 + e] = value;
-            }
-          }
-        }
-      }
+      std::memset(static_cast<void*>(out), 0, group_stride(K) * sizeof(bf16));
+      fill(grp, out);
     }
   });
 }
 
 inline void bf16_pack_gates(const bf16* w, int64_t H, int64_t K, bf16* packed) {
   const int64_t groups = (H + kBf16Lanes - 1) / kBf16Lanes;
-  pack_panel(K, 4 * H, groups, packed,
-             [&](int64_t k, int64_t grp, int64_t q, int64_t v, bf16& value) {
-               const int64_t u = grp * kBf16Lanes + v;
-               if (u < H) value = w[(q * H + u) * K + k];
-             });
+  pack_groups(K, groups, packed, [&](int64_t grp, bf16* out) {
+    const int64_t units = std::min(kBf16Lanes, H - grp * kBf16Lanes);
+    const bf16* rows[4][kBf16Lanes];
+    for (int64_t q = 0; q < 4; ++q) {
+      for (int64_t v = 0; v < units; ++v) rows[q][v] = w + (q * H + grp * kBf16Lanes + v) * K;
+    }
+    // Written in order, one pair at a time; the group's 64 rows are read in
+    // step (64 short streams, all in L2).
+    for (int64_t kp = 0; kp < K / 2; ++kp) {
+      bf16* o = out + kp * kBf16GroupCols * 2;
+      for (int64_t q = 0; q < 4; ++q) {
+        for (int64_t v = 0; v < units; ++v) {
+          std::memcpy(o + (q * kBf16Lanes + v) * 2, rows[q][v] + 2 * kp, 2 * sizeof(bf16));
+        }
+      }
+    }
+    if (K % 2 == 1) {
+      for (int64_t q = 0; q < 4; ++q) {
+        for (int64_t v = 0; v < units; ++v) out[packed_index(K - 1, q, v)] = rows[q][v][K - 1];
+      }
+    }
+  });
 }
 
 inline void bf16_pack_cols(const bf16* b, int64_t K, int64_t N, bf16* packed) {
   const int64_t groups = (N + kBf16GroupCols - 1) / kBf16GroupCols;
-  pack_panel(K, N, groups, packed,
-             [&](int64_t k, int64_t grp, int64_t q, int64_t v, bf16& value) {
-               const int64_t j = grp * kBf16GroupCols + q * kBf16Lanes + v;
-               if (j < N) value = b[k * N + j];
-             });
+  pack_groups(K, groups, packed, [&](int64_t grp, bf16* out) {
+    const int64_t j0 = grp * kBf16GroupCols;
+    const int64_t n = std::min(kBf16GroupCols, N - j0);
+    for (int64_t k = 0; k < K; ++k) {
+      const bf16* row = b + k * N + j0;
+      for (int64_t c = 0; c < n; ++c) out[packed_index(k, c / kBf16Lanes, c % kBf16Lanes)] = row[c];
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------
