@@ -97,7 +97,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
     const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
     const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
     const std::optional<Tensor>& lengths) {
-  if (input.defined() && input.scalar_type() == at::kBFloat16) return bf16::lstm_layer_forward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths);
+  if (input.defined() && input.scalar_type() == at::kBFloat16) {
+    return bf16::lstm_layer_forward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths);
+  }
   constexpr const char* op = "lstm_layer_forward";
   const LayerSizes s = check_layer_args(op, input, hx, cx, w_ih, w_hh, lengths);
   const auto dtype = input.scalar_type();
@@ -170,7 +172,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
     const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh, const Tensor& output,
     const Tensor& gates, const Tensor& cs, const std::optional<Tensor>& lengths,
     std::array<bool, 6> output_mask) {
-  if (input.defined() && input.scalar_type() == at::kBFloat16) return bf16::lstm_layer_backward(grad_output, grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, output, gates, cs, lengths, output_mask);
+  if (input.defined() && input.scalar_type() == at::kBFloat16) {
+    return bf16::lstm_layer_backward(grad_output, grad_hy, grad_cy, input, hx, cx, w_ih, w_hh,
+                                     output, gates, cs, lengths, output_mask);
+  }
   constexpr const char* op = "lstm_layer_backward";
   const LayerSizes s = check_layer_args(op, input, hx, cx, w_ih, w_hh, lengths);
   const auto dtype = input.scalar_type();
