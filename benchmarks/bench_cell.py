@@ -1,6 +1,7 @@
 """The cell stepped from Python over a sequence: lstm_ext.LSTMCell vs
 torch.nn.LSTMCell vs the pure-Python reference, training (forward + backward)
-and inference, float32. Run: python benchmarks/bench_cell.py [--quick]"""
+and inference, float32 or bfloat16.
+Run: python benchmarks/bench_cell.py [--quick] [--dtype {float32,bfloat16}] [--shapes 'B,I,H,T;...']"""
 import os
 import sys
 
@@ -19,28 +20,29 @@ def stepper(cell_fn, x, hidden, train):
     batch = x.shape[1]
 
     def run():
-        h = c = torch.zeros(batch, hidden)
+        h = c = torch.zeros(batch, hidden, dtype=x.dtype)
         with torch.set_grad_enabled(train):
             for t in range(x.shape[0]):
                 h, c = cell_fn(x[t], (h, c))
             if train:
-                h.sum().backward()
+                h.float().sum().backward()
     return run
 
 
 def main():
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, dtype_option=True)
     min_time = args.min_time
-    ceiling = start("Cell stepped from Python over a sequence")
+    dtype = args.torch_dtype
+    ceiling = start("Cell stepped from Python over a sequence", args.dtype)
     rows = []
-    for (B, I, H, T) in SHAPES:
+    for (B, I, H, T) in args.shape_list or SHAPES:
         torch.manual_seed(0)
-        theirs = nn.LSTMCell(I, H)
-        ours = lstm_ext.LSTMCell(I, H)
+        theirs = nn.LSTMCell(I, H).to(dtype)
+        ours = lstm_ext.LSTMCell(I, H).to(dtype)
         ours.load_state_dict(theirs.state_dict())
         w = [ours.weight_ih, ours.weight_hh, ours.bias_ih, ours.bias_hh]
         ref = lambda x, s: reference.lstm_cell(x, s[0], s[1], *w)  # noqa: E731
-        x = torch.randn(T, B, I)
+        x = torch.randn(T, B, I, dtype=dtype)
         for mode, train in (("train", True), ("infer", False)):
             times = interleaved_ms({"ours": stepper(ours, x, H, train),
                                     "nn": stepper(theirs, x, H, train),

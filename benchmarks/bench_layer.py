@@ -1,9 +1,11 @@
-"""One LSTM layer over a whole sequence, float32, single layer, one direction:
+"""One LSTM layer over a whole sequence, float32 or bfloat16, single layer, one direction:
 lstm_ext.LSTM vs torch.nn.LSTM (oneDNN) vs lstm_ext.LSTMCell stepped from
 Python vs the pure-Python reference, training (forward + backward, input
 requiring grad) and inference. Also times the GEMM floor: only the GEMMs this
 design must run, in ATen on the same shapes, pointwise work taken as free.
-Run: python benchmarks/bench_layer.py [--quick] [--no-slow]"""
+Run: python benchmarks/bench_layer.py [--quick] [--no-slow] [--dtype {float32,bfloat16}]
+[--shapes 'B,I,H,T;...']. In bfloat16 the floor is the same GEMMs in bf16 (ATen:
+oneDNN) and the own-GEMM floor is not measured."""
 import os
 import sys
 
@@ -23,18 +25,18 @@ PROJ_SHAPES = [(32, 32, 64, 16, 50), (64, 256, 256, 128, 100), (64, 512, 512, 25
                (1, 256, 256, 64, 150)]
 
 
-def gemm_floor(B, I, H, T, train):
+def gemm_floor(B, I, H, T, train, dtype=torch.float32):
     """Inference: the input projection plus T recurrent GEMMs. Training adds T
     dh GEMMs and the three large gradient GEMMs (dx, dW_ih, dW_hh). ATen's
     GEMM (MKL), as the issue defines the floor."""
-    x = torch.randn(T * B, I)
-    w_ih, w_hh = torch.randn(4 * H, I), torch.randn(4 * H, H)
-    bias = torch.randn(4 * H)
-    gates = torch.empty(T, B, 4 * H)
-    h = torch.randn(B, H)
-    dgates = torch.randn(T * B, 4 * H)
-    dh = torch.empty(B, H)
-    hs = torch.randn(T * B, H)
+    x = torch.randn(T * B, I, dtype=dtype)
+    w_ih, w_hh = torch.randn(4 * H, I, dtype=dtype), torch.randn(4 * H, H, dtype=dtype)
+    bias = torch.randn(4 * H, dtype=dtype)
+    gates = torch.empty(T, B, 4 * H, dtype=dtype)
+    h = torch.randn(B, H, dtype=dtype)
+    dgates = torch.randn(T * B, 4 * H, dtype=dtype)
+    dh = torch.empty(B, H, dtype=dtype)
+    hs = torch.randn(T * B, H, dtype=dtype)
 
     def run():
         torch.addmm(bias, x, w_ih.t(), out=gates.view(T * B, 4 * H))
@@ -85,19 +87,20 @@ def runner(module_fn, x, train):
 
 
 def main():
-    args = parse_args(__doc__, slow_option=True)
+    args = parse_args(__doc__, slow_option=True, dtype_option=True)
     min_time = args.min_time
-    ceiling = start("One layer over a whole sequence")
+    dtype = args.torch_dtype
+    ceiling = start("One layer over a whole sequence", args.dtype)
     rows = []
-    for (B, I, H, T) in SHAPES:
+    for (B, I, H, T) in args.shape_list or SHAPES:
         torch.manual_seed(0)
-        theirs = nn.LSTM(I, H)
+        theirs = nn.LSTM(I, H).to(dtype)
         ours = lstm_ext.LSTM.from_torch(theirs)
-        cell = lstm_ext.LSTMCell(I, H)
+        cell = lstm_ext.LSTMCell(I, H).to(dtype)
         cell.load_state_dict({k[:-3]: v for k, v in theirs.state_dict().items()})
         w = [ours.weight_ih_l0, ours.weight_hh_l0, ours.bias_ih_l0, ours.bias_hh_l0]
-        x = torch.randn(T, B, I)
-        zeros = torch.zeros(B, H)
+        x = torch.randn(T, B, I, dtype=dtype)
+        zeros = torch.zeros(B, H, dtype=dtype)
 
         def stepped(xs):
             h = c = zeros
@@ -116,10 +119,11 @@ def main():
             impls["reference"] = lambda xs: reference.lstm_layer(xs, zeros, zeros, *w)[0]
         for mode, train in (("train", True), ("infer", False)):
             fns = {name: runner(fn, x, train) for name, fn in impls.items()}
-            fns["floor"] = gemm_floor(B, I, H, T, train)
-            fns["own floor"] = own_gemm_floor(B, I, H, T, train)
+            fns["floor"] = gemm_floor(B, I, H, T, train, dtype)
+            if dtype == torch.float32:
+                fns["own floor"] = own_gemm_floor(B, I, H, T, train)
             times = interleaved_ms(fns, len(fns) * min_time)
-            floor, own = times["floor"], times["own floor"]
+            floor, own = times["floor"], times.get("own floor", float("nan"))
             t = times["ours"]
             flops = forward_flops(B, I, H, T) * (3 if train else 1)
             gflops = flops / (t * 1e-3) / 1e9

@@ -8,14 +8,26 @@ from torch.utils import benchmark
 import lstm_ext
 
 
-def parse_args(doc, slow_option=False):
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def parse_args(doc, slow_option=False, dtype_option=False):
     parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--quick", action="store_true", help="shorter timing runs")
+    if dtype_option:
+        parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                            help="dtype of inputs and parameters (both sides)")
+        parser.add_argument("--shapes", default=None,
+                            help="only these shapes, e.g. '32,32,64,50;64,512,512,50'")
     if slow_option:
         parser.add_argument("--no-slow", action="store_true",
                             help="skip the Python-stepped cell and the reference")
     args = parser.parse_args()
     args.min_time = 0.2 if args.quick else 1.0
+    if dtype_option:
+        args.torch_dtype = DTYPES[args.dtype]
+        args.shape_list = None if args.shapes is None else [
+            tuple(int(v) for v in shape.split(",")) for shape in args.shapes.split(";")]
     return args
 
 
@@ -54,20 +66,23 @@ def gemm_ceiling_gflops(n=1024):
     return max(aten, best), aten
 
 
-def start(title):
+def start(title, dtype="float32"):
     """Prints the run's header and the GEMM ceiling; returns the ceiling."""
-    header(title)
+    header(title, dtype)
     best, aten = gemm_ceiling_gflops()
     print(f"GEMM ceiling (1024^3 float32): {best:.0f} GFLOP/s "
           f"(ATen torch.mm alone: {aten:.0f} GFLOP/s)\n")
     return best
 
 
-def header(title):
+def header(title, dtype="float32"):
     print(f"## {title}")
+    kernels = lstm_ext.pointwise_capability()
+    if dtype == "bfloat16":
+        kernels += f", bf16 kernels: {torch.ops.lstm_ext.bf16_kernel_build()}"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}, lstm_ext pointwise kernels: "
-          f"{lstm_ext.pointwise_capability()}, float32")
+          f"{kernels}, {dtype}")
 
 
 def print_table(columns, rows):

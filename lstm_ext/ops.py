@@ -36,6 +36,12 @@ def _check_devices(op, lengths=None, **tensors):
         )
 
 
+def _saved_dtype(input):
+    """The dtype of the float32 buffers the bfloat16 kernels save for the
+    backward (the cell's gates, the layer's cs); otherwise the input's."""
+    return torch.float32 if input.dtype == torch.bfloat16 else input.dtype
+
+
 def _masked(mask, index, make):
     return make() if mask[index] else None
 
@@ -48,7 +54,7 @@ def _cell_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
     return (
         input.new_empty((batch, hidden)),
         input.new_empty((batch, hidden)),
-        input.new_empty((batch, 4 * hidden)),
+        input.new_empty((batch, 4 * hidden), dtype=_saved_dtype(input)),
     )
 
 
@@ -85,7 +91,7 @@ def _layer_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths, w_hr=Non
         input.new_empty((batch, proj)),
         input.new_empty((batch, hidden)),
         input.new_empty((steps, batch, 4 * hidden)),
-        input.new_empty((steps, batch, hidden)),
+        input.new_empty((steps, batch, hidden), dtype=_saved_dtype(input)),
     )
 
 

@@ -31,9 +31,12 @@ inline void check_defined_cpu(const char* op, const char* name, const at::Tensor
 // The dtype of the first tensor argument decides the computation's dtype.
 inline void check_floating(const char* op, const char* name, const at::Tensor& t) {
   check_defined_cpu(op, name, t);
+  TORCH_CHECK(t.scalar_type() != at::kHalf, op, ": float16 (Half) is not supported; use ",
+              "bfloat16, float32 or float64 (", name, " is float16)");
   TORCH_CHECK(
-      t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op,
-      ": expected ", name, " to be float32 or float64, but got ", t.scalar_type());
+      t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble ||
+          t.scalar_type() == at::kBFloat16,
+      op, ": expected ", name, " to be float32, float64 or bfloat16, but got ", t.scalar_type());
 }
 
 inline void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t dim,

@@ -16,6 +16,8 @@ Config read_environment() {
   c.cache_limit_bytes = (mb != nullptr ? std::strtoull(mb, nullptr, 10) : 512ull) << 20;
   const char* poison = std::getenv("LSTM_EXT_POISON");
   c.poison = poison != nullptr && std::string(poison) != "" && std::string(poison) != "0";
+  const char* amx = std::getenv("LSTM_EXT_BF16_AMX");
+  c.bf16_amx = amx == nullptr || std::string(amx) != "0";
   return c;
 }
 

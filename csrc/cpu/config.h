@@ -6,6 +6,8 @@
 //                        (gemm.h) and no step kernels (below), for comparison
 //   LSTM_EXT_CACHE_MB=N  the buffer cache's limit in MiB, default 512, 0 = off
 //                        (buffer_cache.h)
+//   LSTM_EXT_BF16_AMX=0  bf16 step products on AVX512-BF16 instead of AMX
+//                        (vec/bf16_kernels.h), for comparison and tests
 //   LSTM_EXT_POISON=1    NaN-fill every buffer handed out, junk-fill c10's
 //                        new blocks (buffer_cache.h; set by the test suite)
 #pragma once
@@ -30,6 +32,9 @@ struct Config {
   size_t cache_limit_bytes;
   // LSTM_EXT_POISON set to anything but "" or "0".
   bool poison;
+  // Whether the bf16 kernels may use AMX where the CPU has it
+  // (LSTM_EXT_BF16_AMX=0 turns it off).
+  bool bf16_amx;
 };
 
 const Config& config();

@@ -24,6 +24,7 @@
 #include <array>
 
 #include "../ops.h"
+#include "bf16/lstm_bf16.h"
 #include "checks.h"
 #include "config.h"
 #include "gemm.h"
@@ -44,6 +45,9 @@ LstmSizes check_cell_args(const char* op, const Tensor& input, const Tensor& hx,
 std::tuple<Tensor, Tensor, Tensor> lstm_cell_forward(
     const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
     const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh) {
+  if (input.defined() && input.scalar_type() == at::kBFloat16) {
+    return bf16::lstm_cell_forward(input, hx, cx, w_ih, w_hh, b_ih, b_hh);
+  }
   constexpr const char* op = "lstm_cell_forward";
   const LstmSizes s = check_cell_args(op, input, hx, cx, w_ih, w_hh);
   const auto dtype = input.scalar_type();
@@ -89,6 +93,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
     const std::optional<Tensor>& grad_hy, const std::optional<Tensor>& grad_cy,
     const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
     const Tensor& w_hh, const Tensor& gates, const Tensor& cy, std::array<bool, 6> output_mask) {
+  if (input.defined() && input.scalar_type() == at::kBFloat16) {
+    return bf16::lstm_cell_backward(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, gates, cy,
+                                    output_mask);
+  }
   constexpr const char* op = "lstm_cell_backward";
   const LstmSizes s = check_cell_args(op, input, hx, cx, w_ih, w_hh);
   const auto dtype = input.scalar_type();

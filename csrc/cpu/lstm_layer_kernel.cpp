@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "../ops.h"
+#include "bf16/lstm_bf16.h"
 #include "buffer_cache.h"
 #include "checks.h"
 #include "config.h"
@@ -161,6 +162,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
     const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
     const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
     const std::optional<Tensor>& lengths, const std::optional<Tensor>& w_hr) {
+  if (input.defined() && input.scalar_type() == at::kBFloat16) {
+    TORCH_CHECK(!(w_hr.has_value() && w_hr->defined()),
+                "lstm_layer_forward: a projection (w_hr, proj_size > 0) is not supported in "
+                "bfloat16; use float32 or float64");
+    return bf16::lstm_layer_forward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths);
+  }
   constexpr const char* op = "lstm_layer_forward";
   const LayerSizes s = check_layer_args(op, input, hx, cx, w_ih, w_hh, lengths, w_hr);
   const auto dtype = input.scalar_type();
@@ -243,6 +250,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
     const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh, const Tensor& output,
     const Tensor& gates, const Tensor& cs, const std::optional<Tensor>& lengths,
     const std::optional<Tensor>& w_hr, std::array<bool, 7> output_mask) {
+  if (input.defined() && input.scalar_type() == at::kBFloat16) {
+    TORCH_CHECK(!(w_hr.has_value() && w_hr->defined()),
+                "lstm_layer_backward: a projection (w_hr, proj_size > 0) is not supported in "
+                "bfloat16; use float32 or float64");
+    auto [dx, dh, dc, dw_ih, dw_hh, db] = bf16::lstm_layer_backward(
+        grad_output, grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, output, gates, cs, lengths,
+        {output_mask[0], output_mask[1], output_mask[2], output_mask[3], output_mask[4],
+         output_mask[5]});
+    return {dx, dh, dc, dw_ih, dw_hh, db, Tensor()};
+  }
   constexpr const char* op = "lstm_layer_backward";
   const LayerSizes s = check_layer_args(op, input, hx, cx, w_ih, w_hh, lengths, w_hr);
   const auto dtype = input.scalar_type();

@@ -135,7 +135,7 @@ BAD = [
     (lambda a: a[:4] + [a[4][:, :4]] + a[5:], "w_hh of shape [16, 4]"),
     (lambda a: a[:5] + [a[5][:7]] + a[6:], "b_ih of shape [20]"),
     (lambda a: [a[0].float()] + a[1:], "w_hh to have dtype Float (the dtype of input), but got Double"),
-    (lambda a: [a[0].int()] + a[1:], "input to be float32 or float64, but got Int"),
+    (lambda a: [a[0].int()] + a[1:], "input to be float32, float64 or bfloat16, but got Int"),
     (lambda a: a[:3] + [a[3].float()] + a[4:], "w_ih to have dtype Double"),
     (lambda a: [a[0][0]] + a[1:], "input to be 2-D (batch, input_size)"),
     (lambda a: a[:3] + [a[3].to("meta")] + a[4:], "w_ih on"),

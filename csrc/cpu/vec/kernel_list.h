@@ -22,3 +22,5 @@ LSTM_EXT_REGISTER_KERNEL(gemv_rows)
 LSTM_EXT_REGISTER_KERNEL(gemv_cols)
 
 } // namespace lstm_ext::cpu::vec::CPU_CAPABILITY
+
+#include "bf16_kernel_list.h"  // the bfloat16 kernels (bf16_kernels.h)

@@ -1,0 +1,312 @@
+// The bfloat16 kernels of the four LSTM ops: bf16 storage, float32 arithmetic.
+//
+// What is stored in which dtype:
+//   * inputs, weights, biases, output, h_n, c_n and every gradient returned:
+//     bfloat16 (the dtype of input, as torch.nn.LSTM in bf16);
+//   * the cell state inside a layer (cs, saved for the backward) and the
+//     gradients carried through time (dh, dc): float32, because c and its
+//     gradient accumulate over the whole sequence;
+//   * the activated gates a layer saves for the backward: bfloat16 (they lie
+//     in [-1, 1], and halving their traffic keeps the step fast); the gate
+//     gradients (T, B, 4H) likewise, as operands of the bf16 GEMMs;
+//   * the cell op's saved gates: float32 (one step, so precision costs nothing).
+// Every sum accumulates in float32: each forward step's product [x | h] @
+// [W_ih | W_hh]^T and the backward's dh = dgates @ W_hh on the bf16 kernels
+// (vec/bf16_kernels.h: AMX tiles or vdpbf16ps where the CPU has them, on
+// weights packed once per call), the backward's large products (dx, dW_ih,
+// dW_hh) as one oneDNN bf16 GEMM each through ATen (float32 accumulation, one
+// rounding of the result to bf16).
+// The bias gradient is a float32 sum.
+//
+// LSTM_EXT_GEMM=aten has no effect here: bf16 has no float32-style
+// comparison path.
+#include "lstm_bf16.h"
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "../buffer_cache.h"
+#include "../checks.h"
+#include "../gemm.h"
+#include "../vec/bf16_kernels.h"
+#include "../vec/kernels.h"
+
+namespace lstm_ext::cpu::bf16 {
+namespace {
+
+using vec::bf16;
+
+constexpr auto kBF16 = at::kBFloat16;
+
+// A tensor the forward op returned for the backward (gates, cs), whose dtype
+// is fixed by the bf16 path rather than by input.
+void check_saved(const char* op, const char* name, const Tensor& t, at::IntArrayRef expected,
+                 const char* layout, at::ScalarType dtype) {
+  check_defined_cpu(op, name, t);
+  TORCH_CHECK(t.scalar_type() == dtype, op, ": expected ", name, " to have dtype ", dtype,
+              " (what the forward op returns for a BFloat16 input), but got ", t.scalar_type());
+  TORCH_CHECK(t.sizes() == expected, op, ": expected ", name, " of shape ", expected, " ",
+              layout, ", but got ", t.sizes());
+}
+
+Tensor to_float(const Tensor& t) { return t.to(at::kFloat).contiguous(); }
+
+Tensor optional_float(const std::optional<Tensor>& t) {
+  return t.has_value() && t->defined() ? to_float(*t) : Tensor();
+}
+
+template <typename T>
+T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+bf16* bf16_ptr(const Tensor& t) { return reinterpret_cast<bf16*>(t.data_ptr<at::BFloat16>()); }
+
+// b_ih + b_hh in float32, or whichever exists, or undefined.
+Tensor combined_bias(const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh) {
+  const Tensor bi = optional_float(b_ih), bh = optional_float(b_hh);
+  if (bi.defined() && bh.defined()) return bi + bh;
+  return bi.defined() ? bi : bh;
+}
+
+// ---------------------------------------------------------------------------
+// The layer.
+
+struct LayerSizes : LstmSizes {
+  int64_t steps;
+  std::vector<int64_t> batch_sizes;  // rows still running at each step
+  bool padded;                       // some row is shorter than `steps`
+};
+
+LayerSizes check_layer_args(const char* op, const Tensor& input, const Tensor& hx,
+                            const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh,
+                            const std::optional<Tensor>& lengths) {
+  LayerSizes s{check_lstm_args(op, input, 3, "(seq_len, batch, input_size)", hx, cx, w_ih, w_hh),
+               input.size(0), {}, false};
+  check_buffer_fits(op, "gates", {s.steps, s.batch, 4, s.hidden}, at::kFloat);
+  check_buffer_fits(op, "input", {s.steps, s.batch, s.input}, at::kFloat);
+  check_buffer_fits(op, "packed weights", {4, s.hidden + 64, s.input + s.hidden + 32}, kBF16);
+  s.batch_sizes.assign(s.steps, s.batch);
+  if (lengths.has_value() && lengths->defined()) {
+    const Tensor len = check_lengths(op, *lengths, s.steps, s.batch);
+    const int64_t* l = len.data_ptr<int64_t>();
+    for (int64_t t = 0; t < s.steps; ++t) {
+      int64_t n = 0;
+      while (n < s.batch && l[n] > t) ++n;
+      s.batch_sizes[t] = n;
+    }
+    s.padded = s.batch > 0 && l[s.batch - 1] < s.steps;
+  }
+  return s;
+}
+
+// Each row's value at its own last step: rows[b] = seq[len_b - 1, b].
+Tensor last_step(const Tensor& seq, const LayerSizes& s, const Tensor& initial) {
+  if (s.steps == 0) return initial.clone();
+  if (!s.padded) return seq[s.steps - 1].clone();
+  Tensor out = at::empty_like(initial);
+  for (int64_t t = 0; t < s.steps; ++t) {
+    const int64_t n_now = s.batch_sizes[t];
+    const int64_t n_next = t + 1 < s.steps ? s.batch_sizes[t + 1] : 0;
+    if (n_now > n_next) {
+      out.narrow(0, n_next, n_now - n_next).copy_(seq[t].narrow(0, n_next, n_now - n_next));
+    }
+  }
+  return out;
+}
+
+} // namespace
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
+    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
+    const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
+    const std::optional<Tensor>& lengths) {
+  constexpr const char* op = "lstm_layer_forward";
+  const LayerSizes s = check_layer_args(op, input, hx, cx, w_ih, w_hh, lengths);
+  check_biases(op, b_ih, b_hh, s.hidden, kBF16);
+  const int64_t T = s.steps, B = s.batch, H = s.hidden;
+  const auto opts = input.options();
+
+  // The activated gates, saved for the backward. The input projection is part
+  // of each step's product (vec::bf16_forward_step), so the pre-activations
+  // are float32 sums from end to end.
+  Tensor gates = cached_empty({T, B, 4 * H}, opts);
+  Tensor output = cached_empty({T, B, H}, opts);
+  Tensor cs = cached_empty({T, B, H}, opts.dtype(at::kFloat));
+  if (s.padded) {
+    gates.zero_();
+    output.zero_();
+    cs.zero_();
+  }
+  const Tensor h0 = hx.contiguous();
+  const Tensor c0 = to_float(cx);
+  if (T > 0 && B > 0 && H > 0) {
+    const Tensor bias = combined_bias(b_ih, b_hh);
+    const Tensor x = input.contiguous();
+    const Tensor w = at::cat({w_ih, w_hh}, 1).contiguous();  // [W_ih | W_hh] (4H, I + H)
+    Tensor packed = at::empty({vec::bf16_panel_size(s.input + H, 4 * H)}, opts);
+    vec::bf16_pack_gates(bf16_ptr(w), H, s.input + H, bf16_ptr(packed));
+    bf16* gates_p = bf16_ptr(gates);
+    bf16* out_p = bf16_ptr(output);
+    const bf16* x_p = bf16_ptr(x);
+    float* cs_p = cs.data_ptr<float>();
+    for (int64_t t = 0; t < T; ++t) {
+      vec::bf16_forward_step({gates_p + t * B * 4 * H, bf16_ptr(packed),
+                              x_p + t * B * s.input, s.input,
+                              t == 0 ? bf16_ptr(h0) : out_p + (t - 1) * B * H,
+                              t == 0 ? c0.data_ptr<float>() : cs_p + (t - 1) * B * H,
+                              cs_p + t * B * H, out_p + t * B * H, ptr_or_null<float>(bias),
+                              s.batch_sizes[t], H});
+    }
+  }
+  Tensor hy = last_step(output, s, h0);
+  Tensor cy = last_step(cs, s, c0).to(kBF16);
+  return {output, hy, cy, gates, cs};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
+    const std::optional<Tensor>& grad_output, const std::optional<Tensor>& grad_hy,
+    const std::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx,
+    const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh, const Tensor& output,
+    const Tensor& gates, const Tensor& cs, const std::optional<Tensor>& lengths,
+    std::array<bool, 6> output_mask) {
+  constexpr const char* op = "lstm_layer_backward";
+  const LayerSizes s = check_layer_args(op, input, hx, cx, w_ih, w_hh, lengths);
+  const int64_t T = s.steps, B = s.batch, H = s.hidden;
+  check_arg(op, "output", output, {T, B, H}, "(seq_len, batch, hidden_size)", kBF16);
+  check_saved(op, "gates", gates, {T, B, 4 * H}, "(seq_len, batch, 4 * hidden_size)", kBF16);
+  check_saved(op, "cs", cs, {T, B, H}, "(seq_len, batch, hidden_size)", at::kFloat);
+  check_optional_arg(op, "grad_output", grad_output, {T, B, H}, "(seq_len, batch, hidden_size)",
+                     kBF16);
+  check_state_grads(op, grad_hy, grad_cy, s, kBF16);
+  const auto opts = input.options();
+  const auto fopts = opts.dtype(at::kFloat);
+
+  // dh and dc carried backwards through time in float32.
+  const bool has_gh = grad_hy.has_value() && grad_hy->defined();
+  const bool has_gc = grad_cy.has_value() && grad_cy->defined();
+  Tensor dh = has_gh ? to_float(*grad_hy) : at::zeros({B, H}, fopts);
+  Tensor dc = has_gc ? to_float(*grad_cy) : at::zeros({B, H}, fopts);
+  const bool has_go = grad_output.has_value() && grad_output->defined();
+  const Tensor go = has_go ? grad_output->contiguous() : Tensor();
+  Tensor grad_gates = cached_empty({T, B, 4 * H}, opts);
+  if (s.padded) grad_gates.zero_();
+
+  if (T > 0 && B > 0 && H > 0) {
+    const Tensor gates_c = gates.contiguous();
+    const Tensor cs_c = cs.contiguous();
+    const Tensor c0 = to_float(cx);
+    const Tensor w = w_hh.contiguous();
+    // dh = dgates @ W_hh: W_hh (4H, H) is B (K = 4H, N = H) as it lies.
+    Tensor packed = at::empty({vec::bf16_panel_size(4 * H, H)}, opts);
+    vec::bf16_pack_cols(bf16_ptr(w), 4 * H, H, bf16_ptr(packed));
+    const bf16* gates_p = bf16_ptr(gates_c);
+    const float* cs_p = cs_c.data_ptr<float>();
+    const bf16* go_p = has_go ? bf16_ptr(go) : nullptr;
+    bf16* dg_p = bf16_ptr(grad_gates);
+    float* dh_p = dh.data_ptr<float>();
+    float* dc_p = dc.data_ptr<float>();
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t n = s.batch_sizes[t];
+      bf16* dg = dg_p + t * B * 4 * H;
+      vec::bf16_backward_pointwise({gates_p + t * B * 4 * H,
+                                    t == 0 ? c0.data_ptr<float>() : cs_p + (t - 1) * B * H,
+                                    cs_p + t * B * H, dh_p,
+                                    go_p != nullptr ? go_p + t * B * H : nullptr, dc_p, dg,
+                                    dc_p, n, H});
+      vec::bf16_gemm(n, H, 4 * H, dg, 4 * H, bf16_ptr(packed), dh_p, H, false);
+    }
+  }
+
+  const Tensor dg2d = grad_gates.view({T * B, 4 * H});
+  const Tensor x2d = input.reshape({T * B, s.input});
+  Tensor grad_input, grad_w_ih, grad_w_hh, grad_bias;
+  if (output_mask[0]) {
+    grad_input = at::empty({T, B, s.input}, opts);
+    matmul(dg2d, w_ih, grad_input.view({T * B, s.input}), 0.0);
+  }
+  if (output_mask[3]) {
+    grad_w_ih = at::empty_like(w_ih, at::MemoryFormat::Contiguous);
+    matmul(dg2d.t(), x2d, grad_w_ih, 0.0);
+  }
+  if (output_mask[4]) {
+    // h_{t-1}: hx for t = 0, output[t-1] after; one GEMM (one rounding).
+    grad_w_hh = at::empty_like(w_hh, at::MemoryFormat::Contiguous);
+    const Tensor h_prev =
+        T > 1 ? at::cat({hx.unsqueeze(0), output.narrow(0, 0, T - 1)}) : hx.unsqueeze(0);
+    matmul(dg2d.t(), T > 0 ? h_prev.reshape({T * B, H}) : h_prev.narrow(0, 0, 0).reshape({0, H}),
+           grad_w_hh, 0.0);
+  }
+  if (output_mask[5]) grad_bias = at::sum(dg2d, {0}, false, at::kFloat).to(kBF16);
+  Tensor grad_hx = output_mask[1] ? dh.to(kBF16) : Tensor();
+  Tensor grad_cx = output_mask[2] ? dc.to(kBF16) : Tensor();
+  return {grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias};
+}
+
+// ---------------------------------------------------------------------------
+// The cell: two bf16 GEMMs (float32 accumulation) summed in float32, then the
+// float32 pointwise passes of cell_math.h.
+
+std::tuple<Tensor, Tensor, Tensor> lstm_cell_forward(
+    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
+    const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh) {
+  constexpr const char* op = "lstm_cell_forward";
+  const LstmSizes s = check_lstm_args(op, input, 2, "(batch, input_size)", hx, cx, w_ih, w_hh);
+  check_buffer_fits(op, "gates", {s.batch, 4, s.hidden}, at::kFloat);
+  check_biases(op, b_ih, b_hh, s.hidden, kBF16);
+  const auto fopts = input.options().dtype(at::kFloat);
+  Tensor gates = at::mm(input, w_ih.t()).to(at::kFloat);
+  gates.add_(at::mm(hx, w_hh.t()));
+  gates = gates.contiguous();
+  const Tensor bi = optional_float(b_ih), bh = optional_float(b_hh);
+  const Tensor c_prev = to_float(cx);
+  Tensor hy = at::empty({s.batch, s.hidden}, fopts);
+  Tensor cy = at::empty({s.batch, s.hidden}, fopts);
+  vec::forward_pointwise<float>({{s.batch, s.hidden},
+                                 gates.data_ptr<float>(),
+                                 ptr_or_null<float>(bi),
+                                 ptr_or_null<float>(bh),
+                                 c_prev.data_ptr<float>(),
+                                 cy.data_ptr<float>(),
+                                 hy.data_ptr<float>()});
+  return {hy.to(kBF16), cy.to(kBF16), gates};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
+    const std::optional<Tensor>& grad_hy, const std::optional<Tensor>& grad_cy,
+    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
+    const Tensor& w_hh, const Tensor& gates, const Tensor& cy, std::array<bool, 6> output_mask) {
+  constexpr const char* op = "lstm_cell_backward";
+  const LstmSizes s = check_lstm_args(op, input, 2, "(batch, input_size)", hx, cx, w_ih, w_hh);
+  check_buffer_fits(op, "gates", {s.batch, 4, s.hidden}, at::kFloat);
+  check_saved(op, "gates", gates, {s.batch, 4 * s.hidden}, "(batch, 4 * hidden_size)",
+              at::kFloat);
+  check_arg(op, "cy", cy, {s.batch, s.hidden}, "(batch, hidden_size)", kBF16);
+  check_state_grads(op, grad_hy, grad_cy, s, kBF16);
+  const auto fopts = input.options().dtype(at::kFloat);
+  const Tensor gates_c = gates.contiguous();
+  const Tensor cx_f = to_float(cx), cy_f = to_float(cy);
+  const Tensor gh = optional_float(grad_hy), gc = optional_float(grad_cy);
+  Tensor grad_gates = at::empty({s.batch, 4 * s.hidden}, fopts);
+  Tensor grad_cx = at::empty({s.batch, s.hidden}, fopts);
+  vec::backward_pointwise<float>({{s.batch, s.hidden},
+                                  gates_c.data_ptr<float>(),
+                                  cx_f.data_ptr<float>(),
+                                  cy_f.data_ptr<float>(),
+                                  ptr_or_null<float>(gh),
+                                  nullptr,
+                                  ptr_or_null<float>(gc),
+                                  grad_gates.data_ptr<float>(),
+                                  grad_cx.data_ptr<float>()});
+  const Tensor dg = grad_gates.to(kBF16);
+  Tensor grad_input = output_mask[0] ? at::mm(dg, w_ih) : Tensor();
+  Tensor grad_hx = output_mask[1] ? at::mm(dg, w_hh) : Tensor();
+  Tensor grad_cx_out = output_mask[2] ? grad_cx.to(kBF16) : Tensor();
+  Tensor grad_w_ih = output_mask[3] ? at::mm(dg.t(), input) : Tensor();
+  Tensor grad_w_hh = output_mask[4] ? at::mm(dg.t(), hx) : Tensor();
+  Tensor grad_bias = output_mask[5] ? grad_gates.sum(0).to(kBF16) : Tensor();
+  return {grad_input, grad_hx, grad_cx_out, grad_w_ih, grad_w_hh, grad_bias};
+}
+
+} // namespace lstm_ext::cpu::bf16
