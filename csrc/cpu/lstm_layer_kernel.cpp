@@ -49,6 +49,7 @@
 #include "checks.h"
 #include "config.h"
 #include "gemm.h"
+#include "layer_steps.h"
 #include "step_team.h"
 #include "vec/kernels.h"
 
@@ -57,37 +58,17 @@ namespace {
 
 using at::Tensor;
 
-struct LayerSizes : LstmSizes {
-  int64_t steps;
-  std::vector<int64_t> batch_sizes;  // rows still running at each step
-  bool padded;                       // some row is shorter than `steps`
-};
-
 LayerSizes check_layer_args(const char* op, const Tensor& input, const Tensor& hx,
                             const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh,
                             const std::optional<Tensor>& lengths,
                             const std::optional<Tensor>& w_hr) {
-  LayerSizes s{check_lstm_args(op, input, 3, "(seq_len, batch, input_size)", hx, cx, w_ih, w_hh,
-                               w_hr),
-               input.size(0), {}, false};
+  LayerSizes s = layer_sizes(op, input, hx, cx, w_ih, w_hh, lengths, w_hr);
   const auto dtype = input.scalar_type();
   check_buffer_fits(op, "gates", {s.steps, s.batch, 4, s.hidden}, dtype);
   check_buffer_fits(op, "input", {s.steps, s.batch, s.input}, dtype);
   check_buffer_fits(op, "output", {s.steps, s.batch, s.proj}, dtype);
   // The step kernels' packed W_hh: at most 4 * H * (H + 15) elements.
   check_buffer_fits(op, "packed w_hh", {4, s.hidden, s.hidden + 16}, dtype);
-
-  s.batch_sizes.assign(s.steps, s.batch);
-  if (lengths.has_value() && lengths->defined()) {
-    const Tensor len = check_lengths(op, *lengths, s.steps, s.batch);
-    const int64_t* l = len.data_ptr<int64_t>();
-    for (int64_t t = 0; t < s.steps; ++t) {
-      int64_t n = 0;
-      while (n < s.batch && l[n] > t) ++n;
-      s.batch_sizes[t] = n;
-    }
-    s.padded = s.batch > 0 && l[s.batch - 1] < s.steps;
-  }
   return s;
 }
 
@@ -101,21 +82,6 @@ void run_steps(bool step_kernels, const F& loop) {
   } else {
     loop();
   }
-}
-
-// Each row's value at its own last step: rows[b] = seq[len_b - 1, b].
-Tensor last_step(const Tensor& seq, const LayerSizes& s, const Tensor& initial) {
-  if (s.steps == 0) return initial.clone();
-  if (!s.padded) return seq[s.steps - 1].clone();
-  Tensor out = at::empty_like(initial);
-  for (int64_t t = 0; t < s.steps; ++t) {
-    const int64_t n_now = s.batch_sizes[t];
-    const int64_t n_next = t + 1 < s.steps ? s.batch_sizes[t + 1] : 0;
-    if (n_now > n_next) {  // rows [n_next, n_now) end at step t
-      out.narrow(0, n_next, n_now - n_next).copy_(seq[t].narrow(0, n_next, n_now - n_next));
-    }
-  }
-  return out;
 }
 
 // The projected forward steps (see the top of the file): h_{t-1} (rows, P) ->

@@ -186,7 +186,14 @@ def plot(prep: Prepared, forecaster, cfg: TrainConfig, history: List[dict], out:
     forecast_png = os.path.join(out, "forecast.png")
     fig.savefig(forecast_png, dpi=110)
     plt.close(fig)
+    return [forecast_png, plot_curves(history, out)]
 
+
+def plot_curves(history: list, out: str) -> str:
+    """curves.png: training and validation loss per epoch; returns its path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [h["train_loss"] for h in history], label="training loss")
@@ -199,7 +206,7 @@ def plot(prep: Prepared, forecaster, cfg: TrainConfig, history: List[dict], out:
     curves_png = os.path.join(out, "curves.png")
     fig.savefig(curves_png, dpi=110)
     plt.close(fig)
-    return [forecast_png, curves_png]
+    return curves_png
 
 
 def backtest(prep: Prepared, forecaster, cfg: TrainConfig, n_origins: int, out: str,

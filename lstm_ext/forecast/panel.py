@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from . import baselines, frequency
-from .evaluation import LEVELS, conformal, mase_scale, predict, scores, theta_note, verdict
+from .evaluation import (LEVELS, conformal, mase_scale, plot_curves, predict, scores, theta_note,
+                         verdict)
 from .series import DataError, Series, load_panel
 from .settings import RUNS, TrainConfig, check_config
 from .windows import (FEATURE_SETS, RIDGE, Prepared, Scaler, Split, _ridge, check_long_enough,
@@ -291,19 +292,7 @@ def plot(prep: Prepared, forecaster, cfg: TrainConfig, history: List[dict], out:
     forecast_png = os.path.join(out, "forecast.png")
     fig.savefig(forecast_png, dpi=110)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    epochs = [h["epoch"] for h in history]
-    ax.plot(epochs, [h["train_loss"] for h in history], label="training loss")
-    ax.plot(epochs, [h["val_loss"] for h in history], label="validation loss")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE (standardised)")
-    ax.set_yscale("log")
-    ax.legend()
-    fig.tight_layout()
-    curves_png = os.path.join(out, "curves.png")
-    fig.savefig(curves_png, dpi=110)
-    plt.close(fig)
-    return [forecast_png, curves_png]
+    return [forecast_png, plot_curves(history, out)]
 
 
 def finish(prep: Prepared, ckpt: dict, ckpt_path: str, forecaster, cfg: TrainConfig,

@@ -42,6 +42,26 @@ class Series:
         return len(self.values)
 
 
+def _read_csv(csv: str, **options) -> pd.DataFrame:
+    """A user's CSV file as a frame with at least one row; every way the file
+    can be unreadable is a one-line DataError naming it."""
+    source = os.path.basename(csv)
+    if not os.path.isfile(csv):
+        raise DataError(f"{csv}: no such file")
+    try:
+        frame = pd.read_csv(csv, encoding="utf-8", skipinitialspace=True, **options)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                        "save the file as UTF-8 CSV") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{source}: the file is empty") from exc
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{source}: not a readable CSV file: {exc}") from exc
+    if frame.empty:
+        raise DataError(f"{source}: the file has a header but no rows")
+    return frame
+
+
 def _parse_times(raw: pd.Series, source: str, column: str) -> pd.DatetimeIndex:
     text = raw.astype(str).str.strip().str.replace(r"\.0$", "", regex=True)
     if text.str.fullmatch(r"\d{8}").all():          # YYYYMMDD, as the default data
@@ -101,19 +121,7 @@ def load_series(csv: Optional[str] = None, column: Optional[str] = None,
     csv_given = csv is not None
     csv = DEFAULT_CSV if csv is None else csv
     source = os.path.basename(csv)
-    if not os.path.isfile(csv):
-        raise DataError(f"{csv}: no such file")
-    try:
-        frame = pd.read_csv(csv, encoding="utf-8", skipinitialspace=True)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                        "save the file as UTF-8 CSV") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{source}: the file is empty") from exc
-    except pd.errors.ParserError as exc:
-        raise DataError(f"{source}: not a readable CSV file: {exc}") from exc
-    if frame.empty:
-        raise DataError(f"{source}: the file has a header but no rows")
+    frame = _read_csv(csv)
     if is_long_format(frame.columns) and column is None:
         raise DataError(f"{source}: a long-format file of several series (unique_id, ds, "
                         "y): read it with load_panel")
@@ -204,20 +212,7 @@ def load_panel(csv: str) -> List[Series]:
     per time (rows of different series may be interleaved); missing values
     are filled as for one series. DataError names the series and line."""
     source = os.path.basename(csv)
-    if not os.path.isfile(csv):
-        raise DataError(f"{csv}: no such file")
-    try:
-        frame = pd.read_csv(csv, encoding="utf-8", skipinitialspace=True,
-                            dtype={0: str}, keep_default_na=True)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                        "save the file as UTF-8 CSV") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{source}: the file is empty") from exc
-    except pd.errors.ParserError as exc:
-        raise DataError(f"{source}: not a readable CSV file: {exc}") from exc
-    if frame.empty:
-        raise DataError(f"{source}: the file has a header but no rows")
+    frame = _read_csv(csv, dtype={0: str})
     names = {str(c).strip().lower(): c for c in frame.columns}
     uid, ds, y = (names[c] for c in LONG_COLUMNS)
     ids = frame[uid]

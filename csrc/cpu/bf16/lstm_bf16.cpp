@@ -29,6 +29,7 @@
 #include "../buffer_cache.h"
 #include "../checks.h"
 #include "../gemm.h"
+#include "../layer_steps.h"
 #include "../vec/bf16_kernels.h"
 #include "../vec/kernels.h"
 
@@ -73,47 +74,14 @@ Tensor combined_bias(const std::optional<Tensor>& b_ih, const std::optional<Tens
 // ---------------------------------------------------------------------------
 // The layer.
 
-struct LayerSizes : LstmSizes {
-  int64_t steps;
-  std::vector<int64_t> batch_sizes;  // rows still running at each step
-  bool padded;                       // some row is shorter than `steps`
-};
-
 LayerSizes check_layer_args(const char* op, const Tensor& input, const Tensor& hx,
                             const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh,
                             const std::optional<Tensor>& lengths) {
-  LayerSizes s{check_lstm_args(op, input, 3, "(seq_len, batch, input_size)", hx, cx, w_ih, w_hh),
-               input.size(0), {}, false};
+  LayerSizes s = layer_sizes(op, input, hx, cx, w_ih, w_hh, lengths);
   check_buffer_fits(op, "gates", {s.steps, s.batch, 4, s.hidden}, at::kFloat);
   check_buffer_fits(op, "input", {s.steps, s.batch, s.input}, at::kFloat);
   check_buffer_fits(op, "packed weights", {4, s.hidden + 64, s.input + s.hidden + 32}, kBF16);
-  s.batch_sizes.assign(s.steps, s.batch);
-  if (lengths.has_value() && lengths->defined()) {
-    const Tensor len = check_lengths(op, *lengths, s.steps, s.batch);
-    const int64_t* l = len.data_ptr<int64_t>();
-    for (int64_t t = 0; t < s.steps; ++t) {
-      int64_t n = 0;
-      while (n < s.batch && l[n] > t) ++n;
-      s.batch_sizes[t] = n;
-    }
-    s.padded = s.batch > 0 && l[s.batch - 1] < s.steps;
-  }
   return s;
-}
-
-// Each row's value at its own last step: rows[b] = seq[len_b - 1, b].
-Tensor last_step(const Tensor& seq, const LayerSizes& s, const Tensor& initial) {
-  if (s.steps == 0) return initial.clone();
-  if (!s.padded) return seq[s.steps - 1].clone();
-  Tensor out = at::empty_like(initial);
-  for (int64_t t = 0; t < s.steps; ++t) {
-    const int64_t n_now = s.batch_sizes[t];
-    const int64_t n_next = t + 1 < s.steps ? s.batch_sizes[t + 1] : 0;
-    if (n_now > n_next) {
-      out.narrow(0, n_next, n_now - n_next).copy_(seq[t].narrow(0, n_next, n_now - n_next));
-    }
-  }
-  return out;
 }
 
 } // namespace
