@@ -172,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"output folder (default: {DEFAULT_OUT} for the embedded data, else "
                         "runs/FILE-COLUMN; an earlier run there is never overwritten without "
                         "--force: a default folder gives way to FOLDER-2, ...)")
+    t.add_argument("--bf16", action="store_true",
+                   help="mixed-precision training: the LSTM's forward and the loss under "
+                        "bfloat16 autocast, float32 weights and optimizer (bf16 kernels, AMX "
+                        "where the CPU has it); validation, test metrics and the exported "
+                        "model stay float32")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--force", action="store_true", help="overwrite an earlier run in OUT")
     t.add_argument("--baselines", choices=("all", "naive"), default="all",

@@ -328,7 +328,7 @@ def finish(prep: Prepared, ckpt: dict, ckpt_path: str, forecaster, cfg: TrainCon
                                                           "period")},
               "best_epoch": best["epoch"], "epochs_run": len(ckpt["history"]),
               "stopped_early": stopped_early, "threads": torch.get_num_threads(),
-              "filled_missing": meta["filled_missing"]}
+              "filled_missing": meta["filled_missing"], "bf16": cfg.bf16}
     metrics_path = os.path.join(cfg.out, artifacts.METRICS_FILE)
     write_metrics(result, metrics_path)
     log(f"\nwrote {metrics_path}, {pngs[0]}, {pngs[1]},\n"

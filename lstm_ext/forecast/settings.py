@@ -144,6 +144,26 @@ class TrainConfig:
     patience: int = 10
     seed: int = 0
     out: Optional[str] = None          # None: runs/ named after the data
+    bf16: bool = False                 # train under bfloat16 autocast (float32 weights)
+
+
+# Settings added after checkpoints were first written: an older checkpoint's
+# config lacks them and had the default then (bf16: float32 training).
+LATER_SETTINGS = {"bf16": False}
+
+
+def with_later_settings(settings: dict) -> dict:
+    """A checkpoint's config with the settings it predates at their defaults."""
+    return {**LATER_SETTINGS, **settings}
+
+
+def precision_note(bf16: bool) -> str:
+    """How a run was trained and evaluated, for its report."""
+    if not bf16:
+        return "precision: float32"
+    return ("precision: bfloat16 mixed (--bf16: the LSTM and its head under torch.autocast, "
+            "float32 master weights and optimizer); validation and test evaluated in float32 "
+            "with the trained weights")
 
 
 def check_config(settings) -> TrainConfig:
@@ -153,6 +173,7 @@ def check_config(settings) -> TrainConfig:
         raise ValueError(f"'config': expected a dict of settings, "
                          f"but got a {type(settings).__name__}")
     names = [f.name for f in fields(TrainConfig)]
+    settings = with_later_settings(settings)
     for name in settings:
         if name not in names:
             raise ValueError(f"'config': unknown setting {brief(name)}")
@@ -164,6 +185,9 @@ def check_config(settings) -> TrainConfig:
             raise ValueError(f"config '{name}': expected the value training used, but got None")
         if name in LIMITS:
             check_setting(f"config '{name}'", LIMITS[name], value)
+        elif name == "bf16":
+            if not isinstance(value, bool):
+                raise ValueError(f"config 'bf16': expected true or false, but got {brief(value)}")
         elif not (isinstance(value, str) or (value is None and name != "out")):
             raise ValueError(f"config '{name}': expected text{'' if name == 'out' else ' or None'}"
                              f", but got {brief(value)}")

@@ -1,6 +1,7 @@
 """The main job: train an LSTM forecaster on a series, keep the best epoch,
 then evaluate it against honest baselines, plot, and export it for deployment
 (``run``). Every epoch is checkpointed, so an interrupted run resumes."""
+import contextlib
 import math
 import os
 from dataclasses import asdict, replace
@@ -11,7 +12,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import artifacts, evaluation
-from .settings import TrainConfig, brief
+from .settings import TrainConfig, brief, precision_note
 from .windows import prepare
 
 
@@ -20,7 +21,25 @@ def _changed_settings(saved: dict, cfg: TrainConfig) -> List[str]:
     names the folder the checkpoint was found in, however spelled)."""
     return [f"{name} {brief(saved[name])}, now {brief(value)}"
             for name, value in asdict(cfg).items()
-            if name not in ("epochs", "out") and saved[name] != value]
+            if name not in ("epochs", "out", "bf16") and saved[name] != value]
+
+
+def _precision_changed(saved: dict, cfg: TrainConfig, path: str) -> None:
+    """A run is resumed in the precision it was trained in: ValueError if not."""
+    if saved["bf16"] != cfg.bf16:
+        was = "bfloat16 mixed precision (--bf16)" if saved["bf16"] else "float32"
+        again = "with --bf16" if saved["bf16"] else "without --bf16"
+        raise ValueError(f"{path}: was trained in {was}; resume it {again}, or remove it "
+                         "(or give --force) to start again")
+
+
+def autocast(bf16: bool):
+    """The context the training forward and loss run in: bfloat16 autocast on
+    the CPU for --bf16 (the LSTM and its head in bf16, the weights float32),
+    else nothing."""
+    if bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _holds_run(folder: str) -> bool:
@@ -108,6 +127,7 @@ def run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, force: bool
     ckpt_path = os.path.join(cfg.out, artifacts.CHECKPOINT)
     if resume and os.path.exists(ckpt_path):
         ckpt = artifacts.load_checkpoint(ckpt_path)
+        _precision_changed(ckpt["config"], cfg, ckpt_path)
         changed = _changed_settings(ckpt["config"], cfg)
         if changed:
             raise ValueError(f"{ckpt_path}: was written with other settings "
@@ -139,7 +159,8 @@ def run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, force: bool
             idx = order[i:i + cfg.batch_size]
             optimizer.zero_grad()
             if world == 1:
-                loss = loss_fn(model(x_train[idx]), y_train[idx])
+                with autocast(cfg.bf16):  # (the loss of a float32 prediction either way)
+                    loss = loss_fn(model(x_train[idx]).float(), y_train[idx])
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(idx)
@@ -147,7 +168,8 @@ def run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, force: bool
             # every rank takes its share of the same batch; DDP averages the
             # gradients, so the step is the single process's (up to rounding)
             mine = idx[rank::world]
-            sq = ((trained(x_train[mine]) - y_train[mine]) ** 2).sum()
+            with autocast(cfg.bf16):
+                sq = ((trained(x_train[mine]).float() - y_train[mine]) ** 2).sum()
             (sq * (world / (len(idx) * cfg.horizon))).backward()
             optimizer.step()
             part = sq.detach().reshape(1)
@@ -191,6 +213,7 @@ def run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, force: bool
             "validation loss was still falling; early stopping did not trigger "
             "(more --epochs may help)")
 
+    log(precision_note(cfg.bf16))
     # What follows reads the checkpoint back, as forecast and export do.
     ckpt = artifacts.load_checkpoint(ckpt_path)
     forecaster = artifacts.forecaster_from_checkpoint(ckpt)
@@ -224,7 +247,7 @@ def run(cfg: TrainConfig, resume: bool = False, quiet: bool = False, force: bool
                                                           "period")},
               "best_epoch": best["epoch"], "epochs_run": len(ckpt["history"]),
               "stopped_early": stopped_early, "threads": torch.get_num_threads(),
-              "filled_missing": series.filled}
+              "filled_missing": series.filled, "bf16": cfg.bf16}
     metrics_path = os.path.join(cfg.out, artifacts.METRICS_FILE)
     evaluation.write_metrics(result, metrics_path)
     log(f"\nwrote {metrics_path}, {pngs[0]}, {pngs[1]},\n"

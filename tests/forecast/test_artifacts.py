@@ -61,7 +61,7 @@ def test_model_json_from_a_checkpoint_names_the_columns_read(settings, column, t
     assert meta == {"format": artifacts.MODEL_FORMAT, "column": column,
                     "time_column": time_column, "window": 104, "horizon": 13, "season": 52,
                     "scale": 0.5, "target_scale": 2.0, "input_size": 1, "freq": "W-SAT",
-                    "period": 365.25 / 7, "intervals": None, "best_epoch": 3}
+                    "period": 365.25 / 7, "intervals": None, "bf16": False, "best_epoch": 3}
 
 
 def test_model_json_from_training_adds_the_series_and_metrics():
@@ -75,7 +75,7 @@ def test_model_json_from_training_adds_the_series_and_metrics():
     assert list(meta) == ["format", "source", "column", "time_column", "window", "horizon",
                           "season", "scale", "target_scale", "input_size", "freq", "period",
                           "intervals", "last_time", "time_step_days", "filled_missing",
-                          "best_epoch", "test_metrics"]
+                          "bf16", "best_epoch", "test_metrics"]
     assert meta["last_time"] == "2001-12-29" and meta["intervals"] == intervals
     assert meta["source"] == "mauna_loa_co2_weekly.csv" and meta["filled_missing"] == 59
     assert meta["time_step_days"] == 7.0 and meta["test_metrics"] == metrics

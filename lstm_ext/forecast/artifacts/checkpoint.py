@@ -13,7 +13,8 @@ import torch
 
 from ...nn import LSTMModel
 from ..forecaster import Forecaster, build_model
-from ..settings import LIMITS, Limit, TrainConfig, brief, check_config, check_setting
+from ..settings import (LIMITS, Limit, TrainConfig, brief, check_config, check_setting,
+                        with_later_settings)
 from .files import first_line, save_atomic
 
 # /2: the hybrid forecaster (its linear part, "linear") and prediction
@@ -76,6 +77,7 @@ def load_checkpoint(path: str) -> dict:
         check_checkpoint(ckpt)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+    ckpt["config"] = with_later_settings(ckpt["config"])  # an older one's: bf16 False
     return ckpt
 
 

@@ -68,6 +68,9 @@ def model_meta(cfg: TrainConfig, scaler: Dict[str, float], best_epoch: int,
             time_step_days=float(np.median(np.diff(times.values)) / np.timedelta64(1, "D"))
             if times is not None and len(times) > 1 else None,
             filled_missing=series.filled)
+    # bf16: trained under bfloat16 autocast (--bf16); the model file computes in
+    # float32 either way (its weights are the float32 master weights)
+    meta["bf16"] = cfg.bf16
     meta["best_epoch"] = best_epoch
     if metrics is not None:
         meta["test_metrics"] = metrics
@@ -133,9 +136,10 @@ def load_meta(path: str) -> dict:
         if not isinstance(meta.get(key), (str, type(None))):
             raise ValueError(f"{path}: '{key}': expected text or null, "
                              f"but got {brief(meta[key])}")
-    if not isinstance(meta.get("per_window", False), bool):
-        raise ValueError(f"{path}: 'per_window': expected true or false, "
-                         f"but got {brief(meta['per_window'])}")
+    for key in ("per_window", "bf16"):
+        if not isinstance(meta.get(key, False), bool):
+            raise ValueError(f"{path}: '{key}': expected true or false, "
+                             f"but got {brief(meta[key])}")
     check_intervals(meta.get("intervals"), meta["horizon"], f"{path}: 'intervals'")
     return meta
 
