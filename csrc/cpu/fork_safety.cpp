@@ -11,13 +11,20 @@
 #include <omp.h>
 #include <pthread.h>
 
+// MKL's thread-local thread count (in libtorch_cpu where ATen's BLAS is MKL;
+// weak: null elsewhere). MKL keeps its own count, copied from the parent, and
+// opens OpenMP regions of that many threads (measured: a forked child hung in
+// its first large MKL product once the layers' products ran on MKL).
+extern "C" __attribute__((weak)) int MKL_Set_Num_Threads_Local(int threads);
+
 namespace lstm_ext::cpu {
 namespace {
 
 void one_thread_after_fork() {
-  // Only the OpenMP setting: the child is single-threaded here, and
+  // The child is single-threaded here: this thread runs its kernels.
   // at::get_num_threads() reads omp_get_max_threads().
   omp_set_num_threads(1);
+  if (&MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(1);
 }
 
 const int kRegistered = pthread_atfork(nullptr, nullptr, &one_thread_after_fork);

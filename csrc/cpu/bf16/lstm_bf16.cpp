@@ -30,6 +30,7 @@
 #include "../checks.h"
 #include "../gemm.h"
 #include "../layer_steps.h"
+#include "../step_team.h"
 #include "../vec/bf16_kernels.h"
 #include "../vec/kernels.h"
 
@@ -81,6 +82,7 @@ LayerSizes check_layer_args(const char* op, const Tensor& input, const Tensor& h
   check_buffer_fits(op, "gates", {s.steps, s.batch, 4, s.hidden}, at::kFloat);
   check_buffer_fits(op, "input", {s.steps, s.batch, s.input}, at::kFloat);
   check_buffer_fits(op, "packed weights", {4, s.hidden + 64, s.input + s.hidden + 32}, kBF16);
+  check_buffer_fits(op, "gx", {s.steps * s.batch + 64, 4, s.hidden + 16}, at::kFloat);
   return s;
 }
 
@@ -95,10 +97,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   check_biases(op, b_ih, b_hh, s.hidden, kBF16);
   const int64_t T = s.steps, B = s.batch, H = s.hidden;
   const auto opts = input.options();
+  const OpThreads threads;  // one thread while the CPU is found contended
 
-  // The activated gates, saved for the backward. The input projection is part
-  // of each step's product (vec::bf16_forward_step), so the pre-activations
-  // are float32 sums from end to end.
+  // The activated gates, saved for the backward. The input projection runs
+  // once for the whole sequence (vec::bf16_input_gemm) into float32 gx, which
+  // each step's product starts from, so the pre-activations are float32 sums
+  // from end to end.
   Tensor gates = cached_empty({T, B, 4 * H}, opts);
   Tensor output = cached_empty({T, B, H}, opts);
   Tensor cs = cached_empty({T, B, H}, opts.dtype(at::kFloat));
@@ -112,21 +116,29 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   if (T > 0 && B > 0 && H > 0) {
     const Tensor bias = combined_bias(b_ih, b_hh);
     const Tensor x = input.contiguous();
-    const Tensor w = at::cat({w_ih, w_hh}, 1).contiguous();  // [W_ih | W_hh] (4H, I + H)
-    Tensor packed = at::empty({vec::bf16_panel_size(s.input + H, 4 * H)}, opts);
-    vec::bf16_pack_gates(bf16_ptr(w), H, s.input + H, bf16_ptr(packed));
+    const int64_t ldg = vec::bf16_gx_stride(H);
+    // Readable 32 rows past the last step's: a step's tiles read whole pairs of 16 rows.
+    Tensor gx = cached_empty({(T * B + 31) / 32 * 32 + 32, ldg}, opts.dtype(at::kFloat));
+    Tensor packed_ih = at::empty({vec::bf16_panel_size(s.input, 4 * H)}, opts);
+    Tensor packed_hh = at::empty({vec::bf16_panel_size(H, 4 * H)}, opts);
+    const Tensor w_ih_c = w_ih.contiguous(), w_hh_c = w_hh.contiguous();
+    vec::bf16_pack_gates(bf16_ptr(w_ih_c), H, s.input, bf16_ptr(packed_ih));
+    vec::bf16_pack_gates(bf16_ptr(w_hh_c), H, H, bf16_ptr(packed_hh));
+    float* gx_p = gx.data_ptr<float>();
+    vec::bf16_input_gemm({gx_p, bf16_ptr(x), bf16_ptr(packed_ih), T * B, s.input, H});
     bf16* gates_p = bf16_ptr(gates);
     bf16* out_p = bf16_ptr(output);
-    const bf16* x_p = bf16_ptr(x);
     float* cs_p = cs.data_ptr<float>();
-    for (int64_t t = 0; t < T; ++t) {
-      vec::bf16_forward_step({gates_p + t * B * 4 * H, bf16_ptr(packed),
-                              x_p + t * B * s.input, s.input,
-                              t == 0 ? bf16_ptr(h0) : out_p + (t - 1) * B * H,
-                              t == 0 ? c0.data_ptr<float>() : cs_p + (t - 1) * B * H,
-                              cs_p + t * B * H, out_p + t * B * H, ptr_or_null<float>(bias),
-                              s.batch_sizes[t], H});
-    }
+    with_step_team([&] {
+      for (int64_t t = 0; t < T; ++t) {
+        vec::bf16_forward_step({gates_p + t * B * 4 * H, bf16_ptr(packed_hh),
+                                gx_p + t * B * ldg,
+                                t == 0 ? bf16_ptr(h0) : out_p + (t - 1) * B * H,
+                                t == 0 ? c0.data_ptr<float>() : cs_p + (t - 1) * B * H,
+                                cs_p + t * B * H, out_p + t * B * H, ptr_or_null<float>(bias),
+                                s.batch_sizes[t], H});
+      }
+    });
   }
   Tensor hy = last_step(output, s, h0);
   Tensor cy = last_step(cs, s, c0).to(kBF16);
@@ -150,6 +162,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   check_state_grads(op, grad_hy, grad_cy, s, kBF16);
   const auto opts = input.options();
   const auto fopts = opts.dtype(at::kFloat);
+  const OpThreads threads;
 
   // dh and dc carried backwards through time in float32.
   const bool has_gh = grad_hy.has_value() && grad_hy->defined();
@@ -175,6 +188,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
     bf16* dg_p = bf16_ptr(grad_gates);
     float* dh_p = dh.data_ptr<float>();
     float* dc_p = dc.data_ptr<float>();
+    with_step_team([&] {
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t n = s.batch_sizes[t];
       bf16* dg = dg_p + t * B * 4 * H;
@@ -185,6 +199,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
                                     dc_p, n, H});
       vec::bf16_gemm(n, H, 4 * H, dg, 4 * H, bf16_ptr(packed), dh_p, H, false);
     }
+    });
   }
 
   const Tensor dg2d = grad_gates.view({T * B, 4 * H});

@@ -217,16 +217,17 @@ inline void dp_rows(const bf16* A, int64_t lda, const bf16* panel, int64_t kp0, 
 #endif
 
 // Rows [0, rows) of A (K even) against one panel group: the sums land in
-// partial (rows x 64). K in chunks whose slice of the group (64 pairs x 64
-// columns x 2, 16 KiB) stays in L1 while every row block streams past it.
+// partial (rows x 64), added to what it holds when `accumulate`. K in chunks
+// whose slice of the group (64 pairs x 64 columns x 2, 16 KiB) stays in L1
+// while every row block streams past it.
 inline void dp_group(int64_t rows, const bf16* A, int64_t lda, int64_t K, const bf16* group,
-                     float* partial) {
+                     float* partial, bool accumulate = false) {
   constexpr int MR = 4;
   constexpr int64_t kChunkPairs = 64;
   const int64_t pairs = K / 2;
   for (int64_t kp0 = 0; kp0 == 0 || kp0 < pairs; kp0 += kChunkPairs) {
     const int64_t kp1 = std::min(pairs, kp0 + kChunkPairs);
-    const bool first = kp0 == 0;
+    const bool first = kp0 == 0 && !accumulate;
     int64_t r = 0;
     for (; r + MR <= rows; r += MR) {
       dp_rows<MR>(A + r * lda, lda, group, kp0, kp1, partial + r * 64, first);
@@ -237,8 +238,8 @@ inline void dp_group(int64_t rows, const bf16* A, int64_t lda, int64_t K, const 
 
 #if defined(LSTM_EXT_BF16_AMX)
 
-// AMX: tiles 0-3 accumulate the 4 x 16 columns of a group for 16 rows, tile
-// 4 holds 16 rows x 32 k of A, tiles 5 and 6 alternate for B.
+// AMX: tiles 0-3 accumulate float32 sums (16 x 16 each), tiles 4-5 hold 16
+// rows x 32 k of A, tiles 6-7 hold 16 pairs x 16 columns of B.
 struct TileConfig {
   uint8_t palette_id;
   uint8_t start_row;
@@ -252,51 +253,101 @@ struct TileConfig {
 inline void amx_configure() {
   TileConfig cfg{};
   cfg.palette_id = 1;
-  for (int t = 0; t < 7; ++t) {
+  for (int t = 0; t < 8; ++t) {
     cfg.rows[t] = 16;
     cfg.colsb[t] = 64;
   }
   _tile_loadconfig(&cfg);
 }
 
-// 16 rows of A (16 x K, K a multiple of 32, rows beyond the data zero-filled
-// or harmless) against one group: partial (16 x 64, row stride 64) = the sums.
-inline void amx_block(const bf16* A, int64_t lda, int64_t K, const bf16* group, float* partial) {
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  const int64_t a_stride = lda * int64_t(sizeof(bf16));
-  constexpr int64_t b_stride = kBf16GroupCols * 2 * sizeof(bf16);  // one pair row: 256 bytes
+// Bytes between pair rows of a packed group (64 columns x 2): a B tile's stride.
+constexpr int64_t kPanelStride = kBf16GroupCols * 2 * sizeof(bf16);
+
+// 16 rows of A (K a multiple of 32; a_stride bytes between rows) against the 4
+// column tiles of one group: tile q = init + 16 q (ld_init floats between
+// rows; nullptr: zeros) + the sums, stored at out + 16 q (ld_out floats).
+inline void amx_1x4(const bf16* A, int64_t a_stride, int64_t K, const bf16* group,
+                    const float* init, int64_t ld_init, float* out, int64_t ld_out) {
+  if (init != nullptr) {
+    const int64_t stride = ld_init * int64_t(sizeof(float));
+    _tile_loadd(0, init, stride);
+    _tile_loadd(1, init + 16, stride);
+    _tile_loadd(2, init + 32, stride);
+    _tile_loadd(3, init + 48, stride);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
   for (int64_t k = 0; k < K; k += 32) {
     const bf16* b = group + (k / 2) * kBf16GroupCols * 2;
     _tile_loadd(4, A + k, a_stride);
-    _tile_loadd(5, b, b_stride);
-    _tile_loadd(6, b + 32, b_stride);
-    _tile_dpbf16ps(0, 4, 5);
-    _tile_loadd(5, b + 64, b_stride);
-    _tile_dpbf16ps(1, 4, 6);
-    _tile_loadd(6, b + 96, b_stride);
-    _tile_dpbf16ps(2, 4, 5);
-    _tile_dpbf16ps(3, 4, 6);
+    _tile_loadd(6, b, kPanelStride);
+    _tile_loadd(7, b + 32, kPanelStride);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_loadd(6, b + 64, kPanelStride);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_loadd(7, b + 96, kPanelStride);
+    _tile_dpbf16ps(2, 4, 6);
+    _tile_dpbf16ps(3, 4, 7);
   }
-  constexpr int64_t c_stride = 64 * sizeof(float);
-  _tile_stored(0, partial, c_stride);
-  _tile_stored(1, partial + 16, c_stride);
-  _tile_stored(2, partial + 32, c_stride);
-  _tile_stored(3, partial + 48, c_stride);
+  const int64_t stride = ld_out * int64_t(sizeof(float));
+  _tile_stored(0, out, stride);
+  _tile_stored(1, out + 16, stride);
+  _tile_stored(2, out + 32, stride);
+  _tile_stored(3, out + 48, stride);
+}
+
+// Two row tiles (a0, a1: 16 rows each) x two column tiles (b: the pair row of
+// the first of two adjacent gates in a group, the second at b + 32): 4 sums
+// from 2 A and 2 B loads per 32 k, where amx_1x4 needs 5 loads, 4 of them B
+// (the weights, the operand that comes from L2). C tile (i, j) = init_i + 16 j
+// (+ sums) -> out_i + 16 j.
+inline void amx_2x2(const bf16* a0, const bf16* a1, int64_t a_stride, int64_t K, const bf16* b,
+                    const float* init0, const float* init1, int64_t ld_init, float* out0,
+                    float* out1, int64_t ld_out) {
+  if (init0 != nullptr) {
+    const int64_t stride = ld_init * int64_t(sizeof(float));
+    _tile_loadd(0, init0, stride);
+    _tile_loadd(1, init0 + 16, stride);
+    _tile_loadd(2, init1, stride);
+    _tile_loadd(3, init1 + 16, stride);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t k = 0; k < K; k += 32) {
+    const bf16* bk = b + (k / 2) * kBf16GroupCols * 2;
+    _tile_loadd(4, a0 + k, a_stride);
+    _tile_loadd(6, bk, kPanelStride);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_loadd(7, bk + 32, kPanelStride);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_loadd(5, a1 + k, a_stride);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  const int64_t stride = ld_out * int64_t(sizeof(float));
+  _tile_stored(0, out0, stride);
+  _tile_stored(1, out0 + 16, stride);
+  _tile_stored(2, out1, stride);
+  _tile_stored(3, out1 + 16, stride);
 }
 
 #endif
 
-// Rounds up to whole AMX tiles: rows to 16, K to 32.
+// Rounds up to whole AMX tiles: rows to 16 (pairs of tiles: 32), K to 32.
 inline int64_t round_rows(int64_t rows) { return (rows + 15) / 16 * 16; }
+inline int64_t round_pairs(int64_t rows) { return (rows + 31) / 32 * 32; }
 inline int64_t round_k(int64_t K) { return (K + 31) / 32 * 32; }
 
 // Per-thread scratch, kept across steps: no allocation per step.
 inline float* thread_partial(int64_t rows) {
   thread_local std::vector<float> partial;
-  const size_t size = static_cast<size_t>(round_rows(rows) * 64);
+  const size_t size = static_cast<size_t>(round_pairs(rows) * 64);
   if (partial.size() < size) partial.resize(size);
   return partial.data();
 }
@@ -307,8 +358,8 @@ inline bf16* thread_a(int64_t elements) {
   return a.data();
 }
 
-// rows (<= 16) rows of A (K columns, leading dimension lda) into a 16 x
-// round_k(K) block at out, zero past rows and past K.
+// rows (<= 16, may be 0) rows of A (K columns, leading dimension lda) into a
+// 16 x round_k(K) block at out, zero past rows and past K.
 inline void copy_block(const bf16* A, int64_t lda, int64_t rows, int64_t K, bf16* out) {
   const int64_t kp = round_k(K);
   for (int64_t r = 0; r < 16; ++r) {
@@ -322,29 +373,86 @@ inline void copy_block(const bf16* A, int64_t lda, int64_t rows, int64_t K, bf16
   }
 }
 
-// The sums of rows [0, rows) of A against one group, into partial (row stride
-// 64). A padded (`padded`: round_rows(rows) rows, round_k(K) columns, zeros
-// past the data) may go to AMX tiles in place; otherwise AMX copies each
-// ragged block first.
-inline void group_sums(int64_t rows, const bf16* A, int64_t lda, int64_t K, bool padded,
-                       const bf16* group, float* partial) {
+// The sums of rows [0, rows) of A (K columns, leading dimension lda) against
+// one group, into out (ld_out floats between rows; AMX writes
+// round_pairs(rows) rows, the others `rows`),
+// starting from init (a group's columns of gx, ld_init floats between rows,
+// readable for round_pairs(rows) rows) or from zero. AMX reads whole tiles of
+// A in place where they are whole (16 rows, K a multiple of 32) and copies
+// the ragged ones.
+inline void group_sums(int64_t rows, const bf16* A, int64_t lda, int64_t K, const bf16* group,
+                       float* out, int64_t ld_out, const float* init = nullptr,
+                       int64_t ld_init = 0) {
 #if defined(LSTM_EXT_BF16_AMX)
   if (rows >= 4) {
     const int64_t kp = round_k(K);
-    for (int64_t r = 0; r < rows; r += 16) {
-      if (padded || (r + 16 <= rows && K % 32 == 0)) {
-        amx_block(A + r * lda, lda, kp, group, partial + r * 64);
-      } else {
-        bf16* block = thread_a(16 * kp);
-        copy_block(A + r * lda, lda, std::min<int64_t>(16, rows - r), K, block);
-        amx_block(block, kp, kp, group, partial + r * 64);
+    const bool aligned = K % 32 == 0;
+    bf16* buf = nullptr;
+    // Row tile i of the pair at r: in place or a padded copy.
+    auto tile = [&](int64_t r, int i) -> std::pair<const bf16*, int64_t> {
+      const int64_t n = std::min<int64_t>(16, std::max<int64_t>(0, rows - r - 16 * i));
+      if (aligned && n == 16) return {A + (r + 16 * i) * lda, lda};
+      if (buf == nullptr) buf = thread_a(32 * kp);
+      bf16* block = buf + i * 16 * kp;
+      copy_block(A + (r + 16 * i) * lda, lda, n, K, block);
+      return {block, kp};
+    };
+    for (int64_t r = 0; r < rows; r += 32) {
+      const float* init0 = init != nullptr ? init + r * ld_init : nullptr;
+      float* out0 = out + r * ld_out;
+      if (rows - r <= 16) {
+        const auto a = tile(r, 0);
+        amx_1x4(a.first, a.second * int64_t(sizeof(bf16)), kp, group, init0, ld_init, out0,
+                ld_out);
+        continue;
+      }
+      const auto a0 = tile(r, 0);
+      const auto a1 = tile(r, 1);
+      const float* init1 = init != nullptr ? init0 + 16 * ld_init : nullptr;
+      for (int64_t q = 0; q < 4; q += 2) {
+        // Both tiles share one stride argument: a copied tile and an in-place
+        // one differ, so a mixed pair goes through the copy (tile() above
+        // copies only ragged tiles, and only the second of a pair is ragged).
+        if (a0.second != a1.second) {
+          amx_1x4(a0.first, a0.second * int64_t(sizeof(bf16)), kp, group, init0, ld_init, out0,
+                  ld_out);
+          amx_1x4(a1.first, a1.second * int64_t(sizeof(bf16)), kp, group, init1, ld_init,
+                  out0 + 16 * ld_out, ld_out);
+          break;
+        }
+        amx_2x2(a0.first, a1.first, a0.second * int64_t(sizeof(bf16)), kp, group + 32 * q,
+                init0 != nullptr ? init0 + 16 * q : nullptr,
+                init1 != nullptr ? init1 + 16 * q : nullptr, ld_init, out0 + 16 * q,
+                out0 + 16 * ld_out + 16 * q, ld_out);
       }
     }
     return;
   }
 #endif
-  (void)padded;
-  dp_group(rows, A, lda, K + (K & 1), group, partial);
+  // The pair-product kernels write rows of 64 floats: through a scratch
+  // block where out has another stride.
+  float* partial = ld_out == 64 ? out : thread_partial(rows);
+  if (init != nullptr) {
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(partial + r * 64, init + r * ld_init, 64 * sizeof(float));
+    }
+  }
+  if (K % 2 == 1) {  // a zero column past K: a padded copy (the next element may be inf)
+    const int64_t kp = round_k(K);
+    bf16* buf = thread_a(16 * kp);
+    for (int64_t r = 0; r < rows; r += 16) {
+      const int64_t n = std::min<int64_t>(16, rows - r);
+      copy_block(A + r * lda, lda, n, K, buf);
+      dp_group(n, buf, kp, K + 1, group, partial + r * 64, init != nullptr);
+    }
+  } else {
+    dp_group(rows, A, lda, K, group, partial, init != nullptr);
+  }
+  if (partial != out) {
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(out + r * ld_out, partial + r * 64, 64 * sizeof(float));
+    }
+  }
 }
 
 // Opens a parallel region's use of the product kernels (AMX: tile
@@ -357,116 +465,232 @@ struct TileScope {
 };
 
 // ---------------------------------------------------------------------------
+// The input projection.
+
+inline void bf16_input_gemm(const InputGemmBf16& a) {
+  const int64_t H = a.hidden, I = a.input;
+  const int64_t groups = (H + kBf16Lanes - 1) / kBf16Lanes;
+  const int64_t ldg = bf16_gx_stride(H);
+  const int64_t blocks = round_pairs(a.rows) / 32;  // 32 rows each
+  // Groups in chunks whose weights (about 512 KiB) stay in L2 while this
+  // thread's rows stream past them.
+  const int64_t chunk =
+      std::max<int64_t>(1, (int64_t(512) << 10) / (group_stride(I) * int64_t(sizeof(bf16))));
+  const int64_t work_per_block = 2 * 32 * I * 4 * H;
+  const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(work_per_block, 1));
+  ::lstm_ext::cpu::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    TileScope tiles;
+    for (int64_t g0 = 0; g0 < groups; g0 += chunk) {
+      const int64_t g1 = std::min(groups, g0 + chunk);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t r = 32 * b;
+        const int64_t n = std::min<int64_t>(32, a.rows - r);
+        for (int64_t grp = g0; grp < g1; ++grp) {
+          group_sums(n, a.x + r * I, I, I, a.w_packed + grp * group_stride(I),
+                     a.gx + r * ldg + grp * kBf16GroupCols, ldg);
+        }
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
 // The forward step.
 
-// The cell update of one row's block of n (<= 16) hidden units: sums the
-// pre-activation sums (gate q at sums + 16 q), bias at the block or nullptr;
-// the activated gates go to g (the row's gates at the block, gate q at
-// g + q H, bf16).
-inline void cell_update_bf16(bf16* g, int64_t H, const float* sums, const float* bias,
-                             const float* c_prev, float* c_next, bf16* h_next, int64_t n) {
+#if defined(LSTM_EXT_BF16_DPBF16)
+// v[k] = sigmoid(v[k]) for N vectors, or sigmoid(2 v[k]) where bit k of
+// `doubled` is set (for tanh(x) = 2 sigmoid(2x) - 1), computed stage by stage
+// across the N vectors: each sigmoid is one chain of ~20 dependent operations,
+// and N chains side by side keep the FMA units busy where one chain at a time
+// waited on its own latency (measured: see cell_update_bf16).
+//
+// exp(-x) as ATen's fexp_u20 (2^(x log2 e) from the exponent bits and a
+// degree-3 polynomial on the fraction: relative error ~1e-5, below the bf16
+// rounding of the gates, 4e-3), folded with the negation and the doubling
+// into one scale, with IEEE cases put back: NaN stays NaN, exp overflows to
+// +inf (sigmoid 0) and underflows to 0 (sigmoid 1). 1 / (1 + e) by a
+// reciprocal estimate and one Newton step (relative error ~1e-7); where
+// 1 + e is inf the estimate (0) stands.
+template <int N>
+inline void sigmoid_n(__m512 (&v)[N], unsigned doubled) {
+  const __m512 c0 = _mm512_set1_ps(0.00010703434948458272f);
+  const __m512 c1 = _mm512_set1_ps(0.30354260500649682f);
+  const __m512 c2 = _mm512_set1_ps(-0.22433836478672356f);
+  const __m512 c3 = _mm512_set1_ps(-0.079204240219773236f);
+  const __m512 a = _mm512_set1_ps(8388608.f);            // 2^23
+  const __m512 b = _mm512_set1_ps(8388608.f * 127.f);    // 2^23 * 127
+  const __m512 lo = _mm512_set1_ps(-126.f);              // 2^y below: 0
+  const __m512 hi = _mm512_set1_ps(128.f);               // 2^y from here: inf
+  const __m512 one = _mm512_set1_ps(1.f), two = _mm512_set1_ps(2.f);
+  const __m512i inf = _mm512_set1_epi32(0x7f800000);
+  // Masks are computed where they are used: 8 mask registers cannot hold
+  // three per vector across the stages (measured: spills).
+  __m512 y[N], fr[N], p[N];
+#pragma GCC unroll 8
+  for (int k = 0; k < N; ++k) {
+    // y = -x log2 e (or -2x log2 e): exp(-x) = 2^y; NaN stays NaN
+    const __m512 scale = _mm512_set1_ps((doubled >> k) & 1u ? -2.8853900817779268f
+                                                            : -1.4426950408889634f);
+    y[k] = _mm512_mul_ps(v[k], scale);
+  }
+#pragma GCC unroll 8
+  for (int k = 0; k < N; ++k) {
+    fr[k] = _mm512_sub_ps(y[k], _mm512_roundscale_ps(y[k], _MM_FROUND_TO_NEG_INF));
+  }
+#pragma GCC unroll 8
+  for (int k = 0; k < N; ++k) p[k] = _mm512_fmadd_ps(fr[k], c3, c2);
+#pragma GCC unroll 8
+  for (int k = 0; k < N; ++k) p[k] = _mm512_fmadd_ps(fr[k], p[k], c1);
+#pragma GCC unroll 8
+  for (int k = 0; k < N; ++k) p[k] = _mm512_fmadd_ps(fr[k], p[k], c0);
+#pragma GCC unroll 8
+  for (int k = 0; k < N; ++k) {
+    __m512i e = _mm512_cvttps_epi32(_mm512_fmadd_ps(a, _mm512_sub_ps(y[k], p[k]), b));
+    e = _mm512_mask_mov_epi32(e, _mm512_cmp_ps_mask(y[k], lo, _CMP_LT_OQ),
+                              _mm512_setzero_si512());
+    e = _mm512_mask_mov_epi32(e, _mm512_cmp_ps_mask(y[k], hi, _CMP_GE_OQ), inf);
+    // d = 1 + exp(-x); NaN in, NaN out
+    p[k] = _mm512_mask_mov_ps(_mm512_add_ps(one, _mm512_castsi512_ps(e)),
+                              _mm512_cmp_ps_mask(y[k], y[k], _CMP_UNORD_Q), y[k]);
+  }
+#pragma GCC unroll 8
+  for (int k = 0; k < N; ++k) fr[k] = _mm512_rcp14_ps(p[k]);
+#pragma GCC unroll 8
+  for (int k = 0; k < N; ++k) {
+    const __m512 refined = _mm512_mul_ps(fr[k], _mm512_fnmadd_ps(p[k], fr[k], two));
+    const __mmask16 ok = _mm512_cmp_ps_mask(refined, refined, _CMP_ORD_Q);
+    v[k] = _mm512_mask_blend_ps(ok, fr[k], refined);
+  }
+}
+#endif
+
+// The cell update of one block of n (<= 16) hidden units for rows [0, rows):
+// sums the pre-activation sums (row r's gate q at sums + 64 r + 16 q), bias
+// at the block or nullptr; row r's activated gates go to g + r * 4H (gate q
+// at + q H, bf16), its states to c_next/h_next + r * ld (c_prev alike). One
+// call per block with the row loop inside, so that the constants of the
+// activations are set up once per block, not once per row (measured: a call
+// per row spent a fifth of the update in entry and set-up).
+inline void cell_update_bf16(int64_t rows, bf16* g, int64_t H, const float* sums,
+                             const float* bias, const float* c_prev, float* c_next,
+                             bf16* h_next, int64_t ld, int64_t n) {
   using Vec = Vectorized<float>;
   constexpr int64_t kVec = Vec::size();
 #if defined(LSTM_EXT_BF16_DPBF16)
-  // sigmoid with a reciprocal estimate refined by one Newton step (relative
-  // error ~1e-7, as the division's result is rounded to bf16 anyway) instead
-  // of a division, which was half of the step's time. IEEE cases as
-  // cell_math.h's: 1 + exp(-x) is +inf for x = -inf (estimate 0: sigmoid 0),
-  // NaN stays NaN.
-  auto sigmoid = [](const Vec& x) {
-    const __m512 d = Vec(1.f) + exp_ieee(x.neg());
-    const __m512 r = _mm512_rcp14_ps(d);
-    // r (2 - d r); where r is 0 or inf (d inf or 0) the estimate stands.
-    const __m512 refined = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f)));
-    const __mmask16 finite = _mm512_cmp_ps_mask(refined, refined, _CMP_ORD_Q);
-    return Vec(_mm512_mask_blend_ps(finite, r, refined));
-  };
-  auto tanh = [&](const Vec& x) {
-    return at::vec::fmsub(Vec(2.f), sigmoid(x * Vec(2.f)), Vec(1.f));
-  };
   if (n == kBf16Lanes) {  // a whole block: straight from the sums, no staging
-    auto pre = [&](int q) {
-      const __m512 sum = _mm512_loadu_ps(sums + q * kBf16Lanes);
-      return Vec(bias != nullptr ? _mm512_add_ps(sum, _mm512_loadu_ps(bias + q * H)) : sum);
-    };
-    auto put = [](const Vec& v, bf16* p) {
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 b0 = bias != nullptr ? _mm512_loadu_ps(bias) : zero;
+    const __m512 b1 = bias != nullptr ? _mm512_loadu_ps(bias + H) : zero;
+    const __m512 b2 = bias != nullptr ? _mm512_loadu_ps(bias + 2 * H) : zero;
+    const __m512 b3 = bias != nullptr ? _mm512_loadu_ps(bias + 3 * H) : zero;
+    auto put = [](__m512 v, bf16* p) {
       const __m256bh b = _mm512_cvtneps_pbh(v);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)b);
     };
-    const Vec i = sigmoid(pre(0));
-    const Vec f = sigmoid(pre(1));
-    const Vec c_hat = tanh(pre(2));
-    const Vec o = sigmoid(pre(3));
-    const Vec c = at::vec::fmadd(f, Vec::loadu(c_prev), i * c_hat);
-    put(i, g);
-    put(f, g + H);
-    put(c_hat, g + 2 * H);
-    put(o, g + 3 * H);
-    c.store(c_next);
-    put(o * tanh(c), h_next);
+    const __m512 one = _mm512_set1_ps(1.f), two = _mm512_set1_ps(2.f);
+    int64_t r = 0;
+    // Two rows at a time: their 8 gate activations, then their 2 tanh(c),
+    // as independent chains side by side (sigmoid_n).
+    for (; r + 2 <= rows; r += 2) {
+      __m512 v[8];
+      for (int k = 0; k < 2; ++k) {
+        const float* sr = sums + (r + k) * 64;
+        v[4 * k + 0] = _mm512_add_ps(_mm512_loadu_ps(sr), b0);
+        v[4 * k + 1] = _mm512_add_ps(_mm512_loadu_ps(sr + 16), b1);
+        v[4 * k + 2] = _mm512_add_ps(_mm512_loadu_ps(sr + 32), b2);
+        v[4 * k + 3] = _mm512_add_ps(_mm512_loadu_ps(sr + 48), b3);
+      }
+      sigmoid_n<8>(v, 0x44);  // entries 2 and 6 (c_hat): sigmoid(2x)
+      __m512 c[2];
+      for (int k = 0; k < 2; ++k) {
+        v[4 * k + 2] = _mm512_fmsub_ps(two, v[4 * k + 2], one);  // tanh = 2 sigmoid(2x) - 1
+        c[k] = _mm512_fmadd_ps(v[4 * k + 1], _mm512_loadu_ps(c_prev + (r + k) * ld),
+                               _mm512_mul_ps(v[4 * k], v[4 * k + 2]));
+      }
+      __m512 tc[2] = {c[0], c[1]};
+      sigmoid_n<2>(tc, 0x3);
+      for (int k = 0; k < 2; ++k) {
+        bf16* gr = g + (r + k) * 4 * H;
+        put(v[4 * k], gr);
+        put(v[4 * k + 1], gr + H);
+        put(v[4 * k + 2], gr + 2 * H);
+        put(v[4 * k + 3], gr + 3 * H);
+        _mm512_storeu_ps(c_next + (r + k) * ld, c[k]);
+        put(_mm512_mul_ps(v[4 * k + 3], _mm512_fmsub_ps(two, tc[k], one)),
+            h_next + (r + k) * ld);
+      }
+    }
+    for (; r < rows; ++r) {
+      const float* sr = sums + r * 64;
+      __m512 v[4] = {_mm512_add_ps(_mm512_loadu_ps(sr), b0),
+                     _mm512_add_ps(_mm512_loadu_ps(sr + 16), b1),
+                     _mm512_add_ps(_mm512_loadu_ps(sr + 32), b2),
+                     _mm512_add_ps(_mm512_loadu_ps(sr + 48), b3)};
+      sigmoid_n<4>(v, 0x4);
+      v[2] = _mm512_fmsub_ps(two, v[2], one);
+      __m512 c = _mm512_fmadd_ps(v[1], _mm512_loadu_ps(c_prev + r * ld), _mm512_mul_ps(v[0], v[2]));
+      __m512 tc[1] = {c};
+      sigmoid_n<1>(tc, 0x1);
+      bf16* gr = g + r * 4 * H;
+      put(v[0], gr);
+      put(v[1], gr + H);
+      put(v[2], gr + 2 * H);
+      put(v[3], gr + 3 * H);
+      _mm512_storeu_ps(c_next + r * ld, c);
+      put(_mm512_mul_ps(v[3], _mm512_fmsub_ps(two, tc[0], one)), h_next + r * ld);
+    }
     return;
   }
 #endif
-  float pre[4][kBf16Lanes];
-  for (int q = 0; q < 4; ++q) {
-    for (int64_t v = 0; v < n; ++v) pre[q][v] = sums[q * kBf16Lanes + v];
-    if (bias != nullptr) {
-      for (int64_t v = 0; v < n; ++v) pre[q][v] += bias[q * H + v];
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* sr = sums + r * 64;
+    bf16* gr = g + r * 4 * H;
+    float pre[4][kBf16Lanes];
+    for (int q = 0; q < 4; ++q) {
+      for (int64_t v = 0; v < n; ++v) pre[q][v] = sr[q * kBf16Lanes + v];
+      if (bias != nullptr) {
+        for (int64_t v = 0; v < n; ++v) pre[q][v] += bias[q * H + v];
+      }
     }
+    float h[kBf16Lanes];
+    for (int64_t j = 0; j < n; j += kVec) {
+      const int64_t m = std::min(kVec, n - j);
+      const Vec i = sigmoid(load(pre[0] + j, m));
+      const Vec f = sigmoid(load(pre[1] + j, m));
+      const Vec c_hat = tanh(load(pre[2] + j, m));
+      const Vec o = sigmoid(load(pre[3] + j, m));
+      const Vec c = at::vec::fmadd(f, load(c_prev + r * ld + j, m), i * c_hat);
+      store(i, pre[0] + j, m);
+      store(f, pre[1] + j, m);
+      store(c_hat, pre[2] + j, m);
+      store(o, pre[3] + j, m);
+      store(c, c_next + r * ld + j, m);
+      store(o * tanh(c), h + j, m);
+    }
+    for (int q = 0; q < 4; ++q) float_to_bf16(pre[q], n, gr + q * H);
+    float_to_bf16(h, n, h_next + r * ld);
   }
-  float h[kBf16Lanes];
-  for (int64_t j = 0; j < n; j += kVec) {
-    const int64_t m = std::min(kVec, n - j);
-    const Vec i = sigmoid(load(pre[0] + j, m));
-    const Vec f = sigmoid(load(pre[1] + j, m));
-    const Vec c_hat = tanh(load(pre[2] + j, m));
-    const Vec o = sigmoid(load(pre[3] + j, m));
-    const Vec c = at::vec::fmadd(f, load(c_prev + j, m), i * c_hat);
-    store(i, pre[0] + j, m);
-    store(f, pre[1] + j, m);
-    store(c_hat, pre[2] + j, m);
-    store(o, pre[3] + j, m);
-    store(c, c_next + j, m);
-    store(o * tanh(c), h + j, m);
-  }
-  for (int q = 0; q < 4; ++q) float_to_bf16(pre[q], n, g + q * H);
-  float_to_bf16(h, n, h_next);
 }
 
 inline void bf16_forward_step(const StepForwardBf16& a) {
-  const int64_t H = a.hidden, I = a.input;
-  const int64_t K = I + H;
-  const int64_t kp = round_k(K);
+  const int64_t H = a.hidden;
   const int64_t groups = (H + kBf16Lanes - 1) / kBf16Lanes;
-  // Threads split the hidden units, so each keeps its part of the weights hot
-  // in its own cache from one step to the next.
-  const int64_t work_per_group = 8 * a.rows * K * kBf16Lanes;
+  const int64_t ldg = bf16_gx_stride(H);
+  // Threads split the hidden units, so each keeps its part of W_hh hot in its
+  // own cache from one step to the next (the step team gives a thread the
+  // same slice every step).
+  const int64_t work_per_group = 8 * a.rows * H * kBf16Lanes;
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(work_per_group, 1));
-  at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
+  ::lstm_ext::cpu::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
     TileScope tiles;
     float* partial = thread_partial(a.rows);
-    // [x | h_prev], padded to whole tiles with zeros: this thread's copy.
-    const int64_t rows_pad = round_rows(a.rows);
-    bf16* A = thread_a(rows_pad * kp);
-    for (int64_t r = 0; r < rows_pad; ++r) {
-      bf16* o = A + r * kp;
-      if (r < a.rows) {
-        std::memcpy(o, a.x + r * I, I * sizeof(bf16));
-        std::memcpy(o + I, a.h_prev + r * H, H * sizeof(bf16));
-        std::memset(static_cast<void*>(o + K), 0, (kp - K) * sizeof(bf16));
-      } else {
-        std::memset(static_cast<void*>(o), 0, kp * sizeof(bf16));
-      }
-    }
     for (int64_t grp = g0; grp < g1; ++grp) {
       const int64_t u0 = grp * kBf16Lanes;
       const int64_t n = std::min(kBf16Lanes, H - u0);
-      group_sums(a.rows, A, kp, K, true, a.w_packed + grp * group_stride(K), partial);
-      for (int64_t r = 0; r < a.rows; ++r) {
-        cell_update_bf16(a.gates + r * 4 * H + u0, H, partial + r * 64,
-                         a.bias ? a.bias + u0 : nullptr, a.c_prev + r * H + u0,
-                         a.c_next + r * H + u0, a.h_next + r * H + u0, n);
-      }
+      group_sums(a.rows, a.h_prev, H, H, a.w_packed + grp * group_stride(H), partial, 64,
+                 a.gx + grp * kBf16GroupCols, ldg);
+      cell_update_bf16(a.rows, a.gates + u0, H, partial, a.bias ? a.bias + u0 : nullptr,
+                       a.c_prev + u0, a.c_next + u0, a.h_next + u0, H, n);
     }
   });
 }
@@ -524,13 +748,13 @@ inline void bf16_gemm(int64_t M, int64_t N, int64_t K, const bf16* A, int64_t ld
   const int64_t groups = (N + kBf16GroupCols - 1) / kBf16GroupCols;
   const int64_t work_per_group = 2 * M * K * kBf16GroupCols;
   const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(work_per_group, 1));
-  at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
+  ::lstm_ext::cpu::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
     TileScope tiles;
     float* partial = thread_partial(M);
     for (int64_t grp = g0; grp < g1; ++grp) {
       const int64_t j0 = grp * kBf16GroupCols;
       const int64_t n = std::min(kBf16GroupCols, N - j0);
-      group_sums(M, A, lda, K, false, packed + grp * group_stride(K), partial);
+      group_sums(M, A, lda, K, packed + grp * group_stride(K), partial, 64);
       for (int64_t r = 0; r < M; ++r) {
         float* c = C + r * ldc + j0;
         const float* s = partial + r * 64;
