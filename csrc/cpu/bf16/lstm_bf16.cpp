@@ -10,8 +10,9 @@
 //     in [-1, 1], and halving their traffic keeps the step fast); the gate
 //     gradients (T, B, 4H) likewise, as operands of the bf16 GEMMs;
 //   * the cell op's saved gates: float32 (one step, so precision costs nothing).
-// Every sum accumulates in float32: each forward step's product [x | h] @
-// [W_ih | W_hh]^T and the backward's dh = dgates @ W_hh on the bf16 kernels
+// Every sum accumulates in float32: the forward's input projection x @ W_ih^T
+// (once per sequence, into float32 gx), each step's h @ W_hh^T added to it,
+// and the backward's dh = dgates @ W_hh on the bf16 kernels
 // (vec/bf16_kernels.h: AMX tiles or vdpbf16ps where the CPU has them, on
 // weights packed once per call), the backward's large products (dx, dW_ih,
 // dW_hh) as one oneDNN bf16 GEMM each through ATen (float32 accumulation, one
