@@ -22,12 +22,15 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import lstm_ext
 
 I, H, T = 3, 5, 4
+P = 2  # proj_size of the projected path
 VALUES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-PATHS = ["cell_b1", "cell_b3", "layer_b1", "layer_b3", "packed_b3"]
+PATHS = ["cell_b1", "cell_b3", "layer_b1", "layer_b3", "packed_b3", "proj_b3"]
 STATE_CASES = [(where, v, 0) for where in ("input", "h0", "c0") for v in VALUES]
 PARAM_CASES = [(where, v, gate) for where in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
                for v in VALUES for gate in range(4)]
 CASES = STATE_CASES + PARAM_CASES
+# The projection's weight (proj_b3 only): one element, in a row of h.
+PROJ_CASES = [("weight_hr", v, 0) for v in VALUES]
 
 
 def _tol(dtype):
@@ -71,15 +74,15 @@ def case_mismatches(dtype, path, where, value, gate):
         ours = lstm_ext.LSTMCell(I, H).to(dtype)
         shape = (batch, I)
     else:
-        ref = torch.nn.LSTM(I, H).to(dtype)
-        ours = lstm_ext.LSTM(I, H).to(dtype)
+        proj = P if path.startswith("proj") else 0
+        ref = torch.nn.LSTM(I, H, proj_size=proj).to(dtype)
+        ours = lstm_ext.LSTM(I, H, proj_size=proj).to(dtype)
         shape = (T, batch, I)
     params = {n.rstrip("_l0"): p for n, p in ref.named_parameters()}
+    state = shape[-2:-1] if path.startswith("cell") else (1, batch)
     inputs = {"input": torch.randn(*shape, dtype=dtype),
-              "h0": torch.randn(*(shape[-2:-1] if path.startswith("cell") else (1, batch)), H,
-                                dtype=dtype),
-              "c0": None}
-    inputs["c0"] = torch.randn_like(inputs["h0"])
+              "h0": torch.randn(*state, P if path.startswith("proj") else H, dtype=dtype),
+              "c0": torch.randn(*state, H, dtype=dtype)}
     _poison({**inputs, **params}, where, value, gate)
     ours.load_state_dict(ref.state_dict())
 
@@ -114,6 +117,12 @@ def test_nan_inf_like_torch_nn(where, value, gate, dtype, path):
     assert case_mismatches(dtype, path, where, value, gate) == []
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("where,value,gate", PROJ_CASES)
+def test_nan_inf_in_the_projection_like_torch_nn(where, value, gate, dtype):
+    assert case_mismatches(dtype, "proj_b3", where, value, gate) == []
+
+
 @pytest.mark.parametrize("env", [{"ATEN_CPU_CAPABILITY": "default"},
                                  {"ATEN_CPU_CAPABILITY": "avx2"},
                                  {"LSTM_EXT_GEMM": "aten"}],
@@ -132,12 +141,14 @@ def test_other_builds(env):
 def main():
     """Runs the whole matrix; prints each mismatch and a count."""
     bad = 0
-    for (where, value, gate), dtype, path in itertools.product(
-            CASES, (torch.float64, torch.float32), PATHS):
+    matrix = itertools.chain(
+        itertools.product(CASES, (torch.float64, torch.float32), PATHS),
+        itertools.product(PROJ_CASES, (torch.float64, torch.float32), ["proj_b3"]))
+    for (where, value, gate), dtype, path in matrix:
         for m in case_mismatches(dtype, path, where, value, gate):
             bad += 1
             print(f"{where}={value} gate {gate} {dtype} {path}: {m}")
-    print(f"{bad} mismatches in {len(CASES) * 2 * len(PATHS)} cases "
+    print(f"{bad} mismatches in {(len(CASES) * len(PATHS) + len(PROJ_CASES)) * 2} cases "
           f"({lstm_ext.pointwise_capability()} build)")
     return 1 if bad else 0
 
