@@ -1,0 +1,203 @@
+// The CPU kernel of lstm_layer_forward_int8: one direction of one LSTM layer
+// over a whole sequence with int8 weights (per output channel) and dynamically
+// quantized activations, for inference (numerics: vec/int8_kernels.h).
+//
+// Shapes: input (T, B, I) float32, time-major; hx, cx (B, H) float32; w_ih
+// (4H, I), w_hh (4H, H) int8; w_ih_scale, w_hh_scale (4H) float32; bias (4H)
+// float32 (b_ih + b_hh) or None; lengths (B) as lstm_layer_forward's.
+// Returns output (T, B, H), hy, cy (B, H), float32.
+//
+// Per call: both weights are packed (vec::int8_pack_gates: the VNNI/AMX
+// layout, gate-grouped, with each column's sum), then the input projection of
+// all T*B rows is one int8 product (vec::int8_project, the bias added, output
+// in the packed column order), then each step is one fused kernel
+// (vec::int8_forward_step: h_prev quantized per row, the recurrent product for
+// all four gates of a block of hidden units, the cell update). The cell state
+// lives in one (B, H) buffer updated in place: rows past their length keep it.
+//
+// Why the projection up front rather than in each step's product (as the
+// bf16 layer does): measured at (64, 512, 512, 50) on this machine's AMX, the
+// fused form (one product over K = I + H per step, x quantized per step)
+// ... see the measurement in the commit that chose it (README, int8 section).
+//
+// No gradient: the Autograd kernel below refuses inputs that require grad
+// while grad mode is on (quantized weights have no useful gradient).
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../../ops.h"
+#include "../buffer_cache.h"
+#include "../checks.h"
+#include "../layer_steps.h"
+#include "../vec/int8_kernels.h"
+
+namespace lstm_ext::cpu::int8 {
+namespace {
+
+using at::Tensor;
+
+constexpr const char* kOp = "lstm_layer_forward_int8";
+// The int32 sums are exact for K <= 65536 (|sum| <= K * 255 * 127 < 2^31).
+constexpr int64_t kMaxInner = 65536;
+
+void check_dtype(const char* name, const Tensor& t, at::ScalarType dtype, const char* why) {
+  check_defined_cpu(kOp, name, t);
+  TORCH_CHECK(t.scalar_type() == dtype, kOp, ": expected ", name, " to have dtype ", dtype, " (",
+              why, "), but got ", t.scalar_type());
+}
+
+void check_shape(const char* name, const Tensor& t, at::IntArrayRef expected,
+                 const char* layout) {
+  TORCH_CHECK(t.sizes() == expected, kOp, ": expected ", name, " of shape ", expected, " ",
+              layout, ", but got ", t.sizes());
+}
+
+// Checks in the order of the float ops (checks.h): input, w_hh, w_ih, hx, cx,
+// then the scales, bias and lengths.
+LayerSizes check_args(const Tensor& input, const Tensor& hx, const Tensor& cx,
+                      const Tensor& w_ih, const Tensor& w_ih_scale, const Tensor& w_hh,
+                      const Tensor& w_hh_scale, const std::optional<Tensor>& bias,
+                      const std::optional<Tensor>& lengths) {
+  check_dtype("input", input, at::kFloat, "int8 layers take float32 activations");
+  check_dim(kOp, "input", input, 3, "(seq_len, batch, input_size)");
+  check_dtype("w_hh", w_hh, at::kChar, "the quantized weights");
+  check_dim(kOp, "w_hh", w_hh, 2, "(4 * hidden_size, hidden_size)");
+  LayerSizes s;
+  s.steps = input.size(0);
+  s.batch = input.size(1);
+  s.input = input.size(2);
+  s.hidden = s.proj = w_hh.size(1);
+  s.projected = false;
+  check_shape("w_hh", w_hh, {4 * s.hidden, s.hidden}, "(4 * hidden_size, hidden_size)");
+  check_dtype("w_ih", w_ih, at::kChar, "the quantized weights");
+  check_shape("w_ih", w_ih, {4 * s.hidden, s.input}, "(4 * hidden_size, input_size)");
+  check_dtype("hx", hx, at::kFloat, "the dtype of input");
+  check_shape("hx", hx, {s.batch, s.hidden}, "(batch, hidden_size)");
+  check_dtype("cx", cx, at::kFloat, "the dtype of input");
+  check_shape("cx", cx, {s.batch, s.hidden}, "(batch, hidden_size)");
+  check_dtype("w_ih_scale", w_ih_scale, at::kFloat, "one scale per output channel");
+  check_shape("w_ih_scale", w_ih_scale, {4 * s.hidden}, "(4 * hidden_size)");
+  check_dtype("w_hh_scale", w_hh_scale, at::kFloat, "one scale per output channel");
+  check_shape("w_hh_scale", w_hh_scale, {4 * s.hidden}, "(4 * hidden_size)");
+  if (bias.has_value() && bias->defined()) {
+    check_dtype("bias", *bias, at::kFloat, "b_ih + b_hh in float32");
+    check_shape("bias", *bias, {4 * s.hidden}, "(4 * hidden_size)");
+  }
+  TORCH_CHECK(s.input <= kMaxInner && s.hidden <= kMaxInner, kOp,
+              ": expected input_size and hidden_size <= ", kMaxInner,
+              " (the int32 sums must not overflow), but got input_size ", s.input,
+              " and hidden_size ", s.hidden);
+  check_buffer_fits(kOp, "input projection", {s.steps, s.batch, 4, s.hidden + 16}, at::kFloat);
+  check_buffer_fits(kOp, "quantized input", {s.steps, s.batch + 16, s.input + 64}, at::kByte);
+  s.batch_sizes.assign(s.steps, s.batch);
+  s.padded = false;
+  if (lengths.has_value() && lengths->defined()) {
+    const Tensor len = check_lengths(kOp, *lengths, s.steps, s.batch);
+    const int64_t* l = len.data_ptr<int64_t>();
+    for (int64_t t = 0; t < s.steps; ++t) {
+      int64_t n = 0;
+      while (n < s.batch && l[n] > t) ++n;
+      s.batch_sizes[t] = n;
+    }
+    s.padded = s.batch > 0 && l[s.batch - 1] < s.steps;
+  }
+  return s;
+}
+
+// A (4H) vector of per-gate-row values -> the packed column order (groups *
+// 64: column 64 grp + 16 q + v is gate q of unit 16 grp + v), zero padding.
+Tensor packed_order(const Tensor& v, int64_t H) {
+  const int64_t groups = (H + vec::kInt8Lanes - 1) / vec::kInt8Lanes;
+  Tensor padded = at::constant_pad_nd(v.reshape({4, H}), {0, groups * vec::kInt8Lanes - H}, 0);
+  return padded.view({4, groups, vec::kInt8Lanes}).permute({1, 0, 2}).contiguous().view(-1);
+}
+
+struct Panel {
+  Tensor packed, colsum, scale;
+  vec::Int8Panel view() const {
+    return {packed.data_ptr<int8_t>(), colsum.data_ptr<int32_t>(), scale.data_ptr<float>(),
+            hidden, K};
+  }
+  int64_t hidden, K;
+};
+
+Panel pack(const Tensor& w, const Tensor& scale, int64_t H, int64_t K) {
+  const int64_t groups = (H + vec::kInt8Lanes - 1) / vec::kInt8Lanes;
+  const Tensor wc = w.contiguous();
+  Panel p{at::empty({vec::int8_panel_size(H, K)}, wc.options()),
+          at::empty({groups * vec::kInt8GroupCols}, wc.options().dtype(at::kInt)),
+          packed_order(scale.contiguous(), H), H, K};
+  vec::int8_pack_gates(wc.data_ptr<int8_t>(), H, K, p.packed.data_ptr<int8_t>(),
+                       p.colsum.data_ptr<int32_t>());
+  return p;
+}
+
+} // namespace
+
+std::tuple<Tensor, Tensor, Tensor> lstm_layer_forward_int8(
+    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
+    const Tensor& w_ih_scale, const Tensor& w_hh, const Tensor& w_hh_scale,
+    const std::optional<Tensor>& bias, const std::optional<Tensor>& lengths) {
+  const LayerSizes s =
+      check_args(input, hx, cx, w_ih, w_ih_scale, w_hh, w_hh_scale, bias, lengths);
+  const int64_t T = s.steps, B = s.batch, H = s.hidden, I = s.input;
+  const auto opts = input.options();
+  Tensor output = cached_empty({T, B, H}, opts);
+  if (s.padded) output.zero_();
+  const Tensor h0 = hx.contiguous();
+  Tensor c = cx.clone(at::MemoryFormat::Contiguous);  // updated in place, step by step
+  if (T > 0 && B > 0 && H > 0) {
+    const int64_t ldp = (H + vec::kInt8Lanes - 1) / vec::kInt8Lanes * vec::kInt8GroupCols;
+    const Panel ih = pack(w_ih, w_ih_scale, H, I);
+    const Panel hh = pack(w_hh, w_hh_scale, H, H);
+    const Tensor b = bias.has_value() && bias->defined() ? packed_order(bias->contiguous(), H)
+                                                         : Tensor();
+    const Tensor x = input.contiguous();
+    Tensor pre_x = cached_empty({T * B, ldp}, opts);
+    vec::int8_project({ih.view(), x.data_ptr<float>(), I,
+                       b.defined() ? b.data_ptr<float>() : nullptr, pre_x.data_ptr<float>(),
+                       T * B});
+    float* out_p = output.data_ptr<float>();
+    float* c_p = c.data_ptr<float>();
+    const float* pre_p = pre_x.data_ptr<float>();
+    for (int64_t t = 0; t < T; ++t) {
+      vec::int8_forward_step({hh.view(), pre_p + t * B * ldp,
+                              t == 0 ? h0.data_ptr<float>() : out_p + (t - 1) * B * H, c_p,
+                              c_p, out_p + t * B * H, s.batch_sizes[t]});
+    }
+  }
+  Tensor hy = last_step(output, s, h0);
+  return {output, hy, c};
+}
+
+LSTM_EXT_IMPL(CPU, lstm_layer_forward_int8, lstm_layer_forward_int8)
+
+// Autograd: inference only. With grad mode on, an input that requires grad is
+// refused (an int8 layer has no backward); otherwise the CPU kernel runs and
+// its outputs do not require grad.
+std::tuple<Tensor, Tensor, Tensor> lstm_layer_forward_int8_autograd(
+    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
+    const Tensor& w_ih_scale, const Tensor& w_hh, const Tensor& w_hh_scale,
+    const std::optional<Tensor>& bias, const std::optional<Tensor>& lengths) {
+  if (at::GradMode::is_enabled()) {
+    const std::pair<const char*, const Tensor*> args[] = {
+        {"input", &input}, {"hx", &hx}, {"cx", &cx}, {"w_ih_scale", &w_ih_scale},
+        {"w_hh_scale", &w_hh_scale}, {"bias", bias.has_value() ? &*bias : nullptr}};
+    for (const auto& [name, t] : args) {
+      TORCH_CHECK(t == nullptr || !t->defined() || !t->requires_grad(), kOp,
+                  ": is inference-only (int8 weights have no gradient), but ", name,
+                  " requires grad; run it under torch.no_grad() / torch.inference_mode(), "
+                  "or detach() the inputs");
+    }
+  }
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return ops::lstm_layer_forward_int8(input, hx, cx, w_ih, w_ih_scale, w_hh, w_hh_scale, bias,
+                                      lengths);
+}
+
+LSTM_EXT_IMPL(Autograd, lstm_layer_forward_int8, lstm_layer_forward_int8_autograd)
+
+} // namespace lstm_ext::cpu::int8
