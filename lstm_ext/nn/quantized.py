@@ -170,9 +170,10 @@ class QuantizedLSTM(nn.Module):
         if x.dtype != torch.float32:
             raise TypeError(f"{who}: expected input to have dtype torch.float32, but got "
                             f"{x.dtype}; convert the input with .float()")
-        grads = [x.requires_grad] + ([hx[0].requires_grad, hx[1].requires_grad]
-                                     if hx is not None else [])
-        if torch.is_grad_enabled() and any(grads):
+        wants_grad = x.requires_grad
+        if hx is not None:
+            wants_grad = wants_grad or hx[0].requires_grad or hx[1].requires_grad
+        if torch.is_grad_enabled() and wants_grad:
             raise RuntimeError(f"{who}: is for inference only (int8 weights, no gradient), but "
                                "the input or the state requires grad; run it under "
                                "torch.no_grad() or detach() them")
