@@ -8,17 +8,20 @@
 // Returns output (T, B, H), hy, cy (B, H), float32.
 //
 // Per call: both weights are packed (vec::int8_pack_gates: the VNNI/AMX
-// layout, gate-grouped, with each column's sum), then the input projection of
-// all T*B rows is one int8 product (vec::int8_project, the bias added, output
-// in the packed column order), then each step is one fused kernel
-// (vec::int8_forward_step: h_prev quantized per row, the recurrent product for
-// all four gates of a block of hidden units, the cell update). The cell state
-// lives in one (B, H) buffer updated in place: rows past their length keep it.
+// layout, gate-grouped, with each column's offset), every row of x is
+// quantized (vec::int8_quantize_rows, one pass), then each step is one fused
+// kernel (vec::int8_forward_step: h_prev quantized per row, the x and h
+// products for all four gates of a block of hidden units, their
+// dequantization, the bias and the cell update). The cell state lives in one
+// (B, H) buffer updated in place: rows past their length keep it. The time
+// loop runs on a step team (step_team.h), as the float layer's does.
 //
-// Why the projection up front rather than in each step's product (as the
-// bf16 layer does): measured at (64, 512, 512, 50) on this machine's AMX, the
-// fused form (one product over K = I + H per step, x quantized per step)
-// ... see the measurement in the commit that chose it (README, int8 section).
+// The input projection is part of each step's product rather than one int8
+// GEMM over all T*B rows up front (as the float layer does): the up-front
+// form wrote and re-read a float32 (T*B, 4H) buffer, 26 MB at (64, 512, 512,
+// 50). Measured there on one thread (AMX, loaded machine): the projection
+// share of the call (I = 512 against I = 4) was 8.4 ms up front, 4.4 ms fused
+// (and the whole call 30.0 ms against 12.9 ms, with the faster cell update).
 //
 // No gradient: the Autograd kernel below refuses inputs that require grad
 // while grad mode is on (quantized weights have no useful gradient).
@@ -32,6 +35,7 @@
 #include "../buffer_cache.h"
 #include "../checks.h"
 #include "../layer_steps.h"
+#include "../step_team.h"
 #include "../vec/int8_kernels.h"
 
 namespace lstm_ext::cpu::int8 {
@@ -116,12 +120,11 @@ Tensor packed_order(const Tensor& v, int64_t H) {
 }
 
 struct Panel {
-  Tensor packed, colsum, scale;
+  Tensor packed, offset, scale;
+  int64_t K;
   vec::Int8Panel view() const {
-    return {packed.data_ptr<int8_t>(), colsum.data_ptr<int32_t>(), scale.data_ptr<float>(),
-            hidden, K};
+    return {packed.data_ptr<int8_t>(), offset.data_ptr<int32_t>(), scale.data_ptr<float>(), K};
   }
-  int64_t hidden, K;
 };
 
 Panel pack(const Tensor& w, const Tensor& scale, int64_t H, int64_t K) {
@@ -129,9 +132,9 @@ Panel pack(const Tensor& w, const Tensor& scale, int64_t H, int64_t K) {
   const Tensor wc = w.contiguous();
   Panel p{at::empty({vec::int8_panel_size(H, K)}, wc.options()),
           at::empty({groups * vec::kInt8GroupCols}, wc.options().dtype(at::kInt)),
-          packed_order(scale.contiguous(), H), H, K};
+          packed_order(scale.contiguous(), H), K};
   vec::int8_pack_gates(wc.data_ptr<int8_t>(), H, K, p.packed.data_ptr<int8_t>(),
-                       p.colsum.data_ptr<int32_t>());
+                       p.offset.data_ptr<int32_t>());
   return p;
 }
 
@@ -145,29 +148,44 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_forward_int8(
       check_args(input, hx, cx, w_ih, w_ih_scale, w_hh, w_hh_scale, bias, lengths);
   const int64_t T = s.steps, B = s.batch, H = s.hidden, I = s.input;
   const auto opts = input.options();
+  const OpThreads threads;  // one thread while the CPU is found contended
   Tensor output = cached_empty({T, B, H}, opts);
   if (s.padded) output.zero_();
   const Tensor h0 = hx.contiguous();
   Tensor c = cx.clone(at::MemoryFormat::Contiguous);  // updated in place, step by step
   if (T > 0 && B > 0 && H > 0) {
-    const int64_t ldp = (H + vec::kInt8Lanes - 1) / vec::kInt8Lanes * vec::kInt8GroupCols;
     const Panel ih = pack(w_ih, w_ih_scale, H, I);
     const Panel hh = pack(w_hh, w_hh_scale, H, H);
     const Tensor b = bias.has_value() && bias->defined() ? packed_order(bias->contiguous(), H)
                                                          : Tensor();
     const Tensor x = input.contiguous();
-    Tensor pre_x = cached_empty({T * B, ldp}, opts);
-    vec::int8_project({ih.view(), x.data_ptr<float>(), I,
-                       b.defined() ? b.data_ptr<float>() : nullptr, pre_x.data_ptr<float>(),
-                       T * B});
+    // Quantized rows: x for every step (16 rows more, as AMX reads whole
+    // tiles of 16 rows), h for one step at a time.
+    const int64_t kx = vec::int8_row_bytes(I), kh = vec::int8_row_bytes(H);
+    const int64_t rows_h = (B + 15) / 16 * 16;
+    Tensor x_q = cached_empty({T * B + 16, kx}, opts.dtype(at::kByte));
+    Tensor x_scale = at::empty({T * B}, opts);
+    Tensor h_q = at::empty({rows_h, kh}, opts.dtype(at::kByte));
+    Tensor h_scale = at::empty({B}, opts);
+    x_q.narrow(0, T * B, 16).fill_(128);
+    h_q.fill_(128);
+    const vec::Int8Panel w_ih_p = ih.view(), w_hh_p = hh.view();
+    const float* x_p = x.data_ptr<float>();
+    uint8_t* xq_p = x_q.data_ptr<uint8_t>();
+    float* xs_p = x_scale.data_ptr<float>();
     float* out_p = output.data_ptr<float>();
     float* c_p = c.data_ptr<float>();
-    const float* pre_p = pre_x.data_ptr<float>();
-    for (int64_t t = 0; t < T; ++t) {
-      vec::int8_forward_step({hh.view(), pre_p + t * B * ldp,
-                              t == 0 ? h0.data_ptr<float>() : out_p + (t - 1) * B * H, c_p,
-                              c_p, out_p + t * B * H, s.batch_sizes[t]});
-    }
+    const float* b_p = b.defined() ? b.data_ptr<float>() : nullptr;
+    with_step_team([&] {
+      vec::int8_quantize_rows(x_p, T * B, I, I, xq_p, xs_p);
+      for (int64_t t = 0; t < T; ++t) {
+        vec::int8_forward_step({w_ih_p, w_hh_p, xq_p + t * B * kx, xs_p + t * B,
+                                x_p + t * B * I, h_q.data_ptr<uint8_t>(),
+                                h_scale.data_ptr<float>(), b_p,
+                                t == 0 ? h0.data_ptr<float>() : out_p + (t - 1) * B * H, c_p, c_p,
+                                out_p + t * B * H, s.batch_sizes[t], H});
+      }
+    });
   }
   Tensor hy = last_step(output, s, h0);
   return {output, hy, c};

@@ -21,7 +21,8 @@ namespace lstm_ext::cpu::vec::CPU_CAPABILITY {
 
 LSTM_EXT_REGISTER_INT8_KERNEL(int8_panel_size)
 LSTM_EXT_REGISTER_INT8_KERNEL(int8_pack_gates)
-LSTM_EXT_REGISTER_INT8_KERNEL(int8_project)
+LSTM_EXT_REGISTER_INT8_KERNEL(int8_row_bytes)
+LSTM_EXT_REGISTER_INT8_KERNEL(int8_quantize_rows)
 LSTM_EXT_REGISTER_INT8_KERNEL(int8_forward_step)
 
 } // namespace lstm_ext::cpu::vec::CPU_CAPABILITY

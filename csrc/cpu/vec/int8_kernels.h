@@ -3,8 +3,9 @@
 // one place (definitions: int8_math.h; registration: int8_kernel_list.h).
 //
 //   int8_panel_size, int8_pack_gates     weights packed once per call
-//   int8_project                         the input projection of all T*B rows
-//   int8_forward_step                    one whole recurrent step of a layer
+//   int8_row_bytes, int8_quantize_rows   activations quantized per row
+//   int8_forward_step                    one whole step of a layer, input
+//                                        projection included
 //
 // Numerics. Weights are int8, symmetric, per output channel (row j of W (4H,
 // K) is W_q[j] * w_scale[j], |W_q| <= 127). Activations (each row of x, each
@@ -13,8 +14,8 @@
 //   amax = max_k |a[k]|,  inv = 127 / amax,  s = amax / 127   (float32)
 //   q[k] = nearbyint(a[k] * inv)  (float32 product, round half to even),
 //   u[k] = q[k] + 128
-//   sum_k a[k] W[j][k] ~ s * w_scale[j] * (sum_k u[k] W_q[j][k] - 128 colsum[j])
-// where colsum[j] = sum_k W_q[j][k] (made at packing). A row with amax = 0 has
+//   sum_k a[k] W[j][k] ~ s * w_scale[j] * (sum_k u[k] W_q[j][k] - offset[j])
+// where offset[j] = 128 sum_k W_q[j][k] (made at packing). A row with amax = 0 has
 // s = 0 (its sums are exactly 0). A row holding NaN or +-inf is not quantized
 // (every scale would be NaN or 0): its sums are computed in float32 from the
 // dequantized weights, sum_k a[k] (W_q[j][k] w_scale[j]), so NaN and inf flow
@@ -43,9 +44,9 @@
 // quads x 16 columns, 64 bytes a row):
 //   packed[grp][kq][q][v][e] = W[q H + 16 grp + v][4 kq + e]
 // Column (grp, q, v) -- gate q of hidden unit 16 grp + v -- is column
-// c = 64 grp + 16 q + v of the "packed column order" that colsum, the scales,
-// the bias and the input projection's output use, so that one group is
-// everything one block of hidden units needs.
+// c = 64 grp + 16 q + v of the "packed column order" that the offsets, the
+// scales and the bias use, so that one group is everything one block of
+// hidden units needs.
 #pragma once
 
 #include <cstdint>
@@ -91,48 +92,55 @@ struct Int8Stub<R(Args...)> {
 
 // Bytes of the packed panel of W (4H, K).
 LSTM_EXT_DECLARE_INT8_KERNEL(int8_panel_size, int64_t(int64_t hidden, int64_t K));
-// w (4H, K) int8 row-major -> packed W^T (see above); colsum (groups * 64,
-// packed column order) = each column's sum of W_q, 0 for padding columns.
+// Bytes of a quantized activation row of K values (K rounded up to 64: one
+// AMX tile row).
+LSTM_EXT_DECLARE_INT8_KERNEL(int8_row_bytes, int64_t(int64_t K));
+// w (4H, K) int8 row-major -> packed W^T (see above); offset (groups * 64,
+// packed column order) = 128 * each column's sum of W_q (what the uint8
+// offset of the activations adds to a sum), 0 for padding columns.
 LSTM_EXT_DECLARE_INT8_KERNEL(int8_pack_gates, void(const int8_t* w, int64_t hidden, int64_t K,
-                                                   int8_t* packed, int32_t* colsum));
+                                                   int8_t* packed, int32_t* offset));
+// Rows [0, rows) of a (leading dimension lda, K values each) quantized as
+// above: out row r (int8_row_bytes(K) bytes, stride int8_row_bytes(K)) and
+// scale[r] (NaN for a row holding NaN or inf, whose out row is then unused).
+// Parallel over rows (on the step team where one runs, step_team.h).
+LSTM_EXT_DECLARE_INT8_KERNEL(int8_quantize_rows, void(const float* a, int64_t rows, int64_t K,
+                                                      int64_t lda, uint8_t* out, float* scale));
 
-// The dequantization of one packed panel's sums: per column (packed column
-// order, groups * 64 each), the weight scale, colsum, and an optional float32
-// term added after (the bias, or nullptr).
+// One packed weight panel and what dequantizes its sums: per column (packed
+// column order, groups * 64 each) the weight scale and the offset.
 struct Int8Panel {
   const int8_t* packed;   // int8_pack_gates(W, H, K)
-  const int32_t* colsum;  // (groups * 64)
+  const int32_t* offset;  // (groups * 64)
   const float* scale;     // (groups * 64) w_scale in packed column order, 0 for padding
-  int64_t hidden;         // H
   int64_t K;              // the inner dimension (I for W_ih, H for W_hh)
 };
 
-// out (rows, groups * 64, packed column order) = x (rows, K, leading
-// dimension ldx) @ W^T, dequantized, + bias (groups * 64, packed order, or
-// nullptr): each row of x quantized as described above.
-struct ProjectInt8 {
-  Int8Panel w;
-  const float* x;
-  int64_t ldx;
-  const float* bias;
-  float* out;
-  int64_t rows;
-};
-LSTM_EXT_DECLARE_INT8_KERNEL(int8_project, void(const ProjectInt8& args));
-
-// One recurrent step of a layer: for each row r < rows and hidden unit,
-//   pre = pre_x[r] (the input projection with the bias, packed column order)
-//         + h_prev[r] @ W_hh^T (h_prev quantized per row, dequantized sums)
-// then the cell update (cell_math.h's equations) in float32: c_next, h_next.
-// h_prev may alias nothing written here; h_next and c_next are fresh rows.
+// One step of a layer, input projection included: for each row r < rows and
+// hidden unit,
+//   pre = x[r] @ W_ih^T + h_prev[r] @ W_hh^T + bias
+// each product on its own quantized rows and dequantized on its own (x and h
+// have their own row scales), then the cell update (cell_math.h's equations)
+// in float32: c_next, h_next. x is quantized beforehand (int8_quantize_rows,
+// all steps at once); h_prev by the step itself into h_q / h_scale. c_next
+// may alias c_prev (each element is read before it is written); h_next must
+// not alias h_prev.
 struct StepForwardInt8 {
+  Int8Panel w_ih;
   Int8Panel w_hh;
-  const float* pre_x;   // (rows, groups * 64)
-  const float* h_prev;  // (rows, H)
-  const float* c_prev;  // (rows, H)
-  float* c_next;        // (rows, H)
-  float* h_next;        // (rows, H)
+  const uint8_t* x_q;     // (rows, int8_row_bytes(I)) this step's quantized x
+  const float* x_scale;   // (rows)
+  const float* x;         // (rows, I) this step's x (read for rows of scale NaN)
+  uint8_t* h_q;           // scratch: (round_up(rows, 16), int8_row_bytes(H)); rows past
+                          // `rows` allocated and initialised (AMX reads 16 at a time)
+  float* h_scale;         // scratch: (rows)
+  const float* bias;      // (groups * 64) b_ih + b_hh in packed column order, or nullptr
+  const float* h_prev;    // (rows, H)
+  const float* c_prev;    // (rows, H)
+  float* c_next;          // (rows, H)
+  float* h_next;          // (rows, H)
   int64_t rows;
+  int64_t hidden;
 };
 LSTM_EXT_DECLARE_INT8_KERNEL(int8_forward_step, void(const StepForwardInt8& args));
 

@@ -30,6 +30,7 @@
 #include <immintrin.h>
 #endif
 
+#include "../step_team.h"
 #include "cell_math.h"
 #include "int8_kernels.h"
 
@@ -48,27 +49,48 @@ inline int64_t i8_round_rows(int64_t rows) { return (rows + 15) / 16 * 16; }
 
 inline int64_t int8_panel_size(int64_t H, int64_t K) { return i8_groups(H) * i8_group_bytes(K); }
 
+inline int64_t int8_row_bytes(int64_t K) { return i8_kpad(K); }
+
 inline void int8_pack_gates(const int8_t* w, int64_t H, int64_t K, int8_t* packed,
-                            int32_t* colsum) {
+                            int32_t* offset) {
   const int64_t groups = i8_groups(H);
   const int64_t bytes = i8_group_bytes(K);
   at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
     for (int64_t grp = g0; grp < g1; ++grp) {
       int8_t* out = packed + grp * bytes;
-      int32_t* cs = colsum + grp * kInt8GroupCols;
-      std::memset(out, 0, bytes);
-      std::memset(cs, 0, kInt8GroupCols * sizeof(int32_t));
+      int32_t* cs = offset + grp * kInt8GroupCols;
       const int64_t units = std::min(kInt8Lanes, H - grp * kInt8Lanes);
-      for (int64_t q = 0; q < 4; ++q) {
-        for (int64_t v = 0; v < units; ++v) {
-          const int8_t* row = w + (q * H + grp * kInt8Lanes + v) * K;
-          int8_t* col = out + (q * kInt8Lanes + v) * 4;
-          int32_t sum = 0;
-          for (int64_t k = 0; k < K; ++k) {
-            col[(k >> 2) * kInt8GroupCols * 4 + (k & 3)] = row[k];
-            sum += row[k];
+      const int8_t* rows[kInt8GroupCols];
+      for (int64_t c = 0; c < kInt8GroupCols; ++c) {
+        const int64_t q = c / kInt8Lanes, v = c % kInt8Lanes;
+        rows[c] = v < units ? w + (q * H + grp * kInt8Lanes + v) * K : nullptr;
+        int32_t sum = 0;
+        if (rows[c] != nullptr) {
+          for (int64_t k = 0; k < K; ++k) sum += rows[c][k];
+        }
+        cs[c] = 128 * sum;
+      }
+      // Written in order, one quad row (256 bytes) at a time from the
+      // group's 64 rows read in step (measured: a byte-wise scatter per
+      // column took ~4 ms for (2048, 1024), most of a layer call).
+      const int64_t whole = K / 4;
+      for (int64_t kq = 0; kq < i8_quads(K); ++kq) {
+        int8_t* o = out + kq * kInt8GroupCols * 4;
+        if (kq < whole) {
+          for (int64_t c = 0; c < kInt8GroupCols; ++c) {
+            if (rows[c] != nullptr) {
+              std::memcpy(o + 4 * c, rows[c] + 4 * kq, 4);
+            } else {
+              std::memset(o + 4 * c, 0, 4);
+            }
           }
-          cs[q * kInt8Lanes + v] = sum;
+        } else {
+          std::memset(o, 0, kInt8GroupCols * 4);
+          if (kq == whole) {
+            for (int64_t c = 0; c < kInt8GroupCols; ++c) {
+              for (int64_t k = 4 * kq; k < K && rows[c] != nullptr; ++k) o[4 * c + (k & 3)] = rows[c][k];
+            }
+          }
         }
       }
     }
@@ -319,142 +341,147 @@ inline T* i8_scratch(int64_t elements) {
   return buf.data();
 }
 
-// The 64 dequantized sums of row r of a group: int32 sums -> float32,
-// + base (64 floats, or nullptr for 0). A row of scale NaN (non-finite
-// activations) gets its float32 sums from `a_row` instead.
-inline void i8_dequantize(const int32_t* sums, float row_scale, const int32_t* colsum,
-                          const float* col_scale, const float* base, const float* a_row,
-                          int64_t K, const int8_t* group, float* out) {
+inline void int8_quantize_rows(const float* a, int64_t rows, int64_t K, int64_t lda,
+                               uint8_t* out, float* scale) {
+  const int64_t kpad = i8_kpad(K);
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(kpad, 1));
+  ::lstm_ext::cpu::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) i8_quantize_row(a + r * lda, K, kpad, out + r * kpad, &scale[r]);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// The step.
+
+// The dequantized sums of one row against one group, into pre (64 floats):
+// pre = sums' dequantization (+ pre where `add`). A row of scale NaN (NaN or
+// inf in its activations) gets its float32 sums from a_row instead.
+inline void i8_dequantize(const int32_t* sums, float row_scale, const Int8Panel& w, int64_t c0,
+                          const int8_t* group, const float* a_row, bool add, float* pre) {
   if (row_scale != row_scale) {
-    i8_exact_sums(a_row, K, group, col_scale, out);
-    if (base != nullptr) {
-      for (int64_t c = 0; c < kInt8GroupCols; ++c) out[c] += base[c];
-    }
+    float exact[kInt8GroupCols];
+    i8_exact_sums(a_row, w.K, group, w.scale + c0, exact);
+    for (int64_t c = 0; c < kInt8GroupCols; ++c) pre[c] = add ? pre[c] + exact[c] : exact[c];
     return;
   }
-#if defined(LSTM_EXT_INT8_VNNI)
-  const __m512i off = _mm512_set1_epi32(128);
-  const __m512 rs = _mm512_set1_ps(row_scale);
-  for (int64_t c = 0; c < kInt8GroupCols; c += 16) {
-    const __m512i d = _mm512_sub_epi32(_mm512_loadu_si512(sums + c),
-                                       _mm512_mullo_epi32(off, _mm512_loadu_si512(colsum + c)));
-    const __m512 s = _mm512_mul_ps(rs, _mm512_loadu_ps(col_scale + c));
-    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(d), s);
-    if (base != nullptr) v = _mm512_add_ps(v, _mm512_loadu_ps(base + c));
-    _mm512_storeu_ps(out + c, v);
-  }
-#else
   for (int64_t c = 0; c < kInt8GroupCols; ++c) {
-    const float v = static_cast<float>(sums[c] - 128 * colsum[c]) * (row_scale * col_scale[c]);
-    out[c] = base != nullptr ? v + base[c] : v;
+    const float v = static_cast<float>(sums[c] - w.offset[c0 + c]) * (row_scale * w.scale[c0 + c]);
+    pre[c] = add ? pre[c] + v : v;
   }
-#endif
 }
-
-// ---------------------------------------------------------------------------
-// The input projection.
-
-inline void int8_project(const ProjectInt8& a) {
-  const int64_t M = a.rows, K = a.w.K, H = a.w.hidden;
-  if (M == 0) return;
-  const int64_t groups = i8_groups(H);
-  const int64_t kpad = i8_kpad(K);
-  const int64_t ldo = groups * kInt8GroupCols;
-  const int64_t gbytes = i8_group_bytes(K);
-  const int64_t rows_pad = i8_round_rows(M);
-  std::vector<uint8_t> A(static_cast<size_t>(rows_pad * kpad));
-  std::vector<float> scales(static_cast<size_t>(rows_pad), 0.f);
-  at::parallel_for(0, rows_pad, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      if (r < M) {
-        i8_quantize_row(a.x + r * a.ldx, K, kpad, A.data() + r * kpad, &scales[r]);
-      } else {
-        std::memset(A.data() + r * kpad, 128, kpad);
-      }
-    }
-  });
-  // Tasks: (chunk of rows, group), rows outer, so that a thread's consecutive
-  // tasks share a chunk of A (in L2) while the panel streams past.
-  constexpr int64_t kChunkRows = 256;
-  const int64_t chunks = (M + kChunkRows - 1) / kChunkRows;
-  const int64_t work_per_task = std::min(kChunkRows, M) * K * kInt8GroupCols;
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 20) / std::max<int64_t>(work_per_task, 1));
-  at::parallel_for(0, chunks * groups, grain, [&](int64_t t0, int64_t t1) {
-    I8TileScope tiles;
-    int32_t* partial = i8_scratch<int32_t, 0>(kChunkRows * kInt8GroupCols);
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t chunk = t / groups, grp = t % groups;
-      const int64_t r0 = chunk * kChunkRows;
-      const int64_t rows = std::min(kChunkRows, M - r0);
-      const int8_t* group = a.w.packed + grp * gbytes;
-      i8_group_sums(rows, A.data() + r0 * kpad, kpad, group, partial);
-      const int64_t c0 = grp * kInt8GroupCols;
-      for (int64_t r = 0; r < rows; ++r) {
-        i8_dequantize(partial + r * 64, scales[r0 + r], a.w.colsum + c0, a.w.scale + c0,
-                      a.bias != nullptr ? a.bias + c0 : nullptr, a.x + (r0 + r) * a.ldx, K,
-                      group, a.out + (r0 + r) * ldo + c0);
-      }
-    }
-  });
-}
-
-// ---------------------------------------------------------------------------
-// The recurrent step.
 
 // The cell update of one row's block of n (<= 16) hidden units from its 64
-// pre-activations (gate q at pre + 16 q): cell_math.h's equations.
-inline void i8_cell_update(const float* pre, const float* c_prev, float* c_next, float* h_next,
-                           int64_t n) {
+// pre-activations (gate q at pre + 16 q, bias not yet added): cell_math.h's
+// equations.
+inline void i8_cell_update(const float* pre, const float* bias, const float* c_prev,
+                           float* c_next, float* h_next, int64_t n) {
   using Vec = Vectorized<float>;
   constexpr int64_t kVec = Vec::size();
   for (int64_t j = 0; j < n; j += kVec) {
     const int64_t m = std::min(kVec, n - j);
-    const Vec i = sigmoid(load(pre + j, m));
-    const Vec f = sigmoid(load(pre + kInt8Lanes + j, m));
-    const Vec c_hat = tanh(load(pre + 2 * kInt8Lanes + j, m));
-    const Vec o = sigmoid(load(pre + 3 * kInt8Lanes + j, m));
+    auto gate = [&](int q) {
+      const Vec p = load(pre + q * kInt8Lanes + j, m);
+      return bias != nullptr ? p + load(bias + q * kInt8Lanes + j, m) : p;
+    };
+    const Vec i = sigmoid(gate(0));
+    const Vec f = sigmoid(gate(1));
+    const Vec c_hat = tanh(gate(2));
+    const Vec o = sigmoid(gate(3));
     const Vec c = at::vec::fmadd(f, load(c_prev + j, m), i * c_hat);
     store(c, c_next + j, m);
     store(o * tanh(c), h_next + j, m);
   }
 }
 
+#if defined(LSTM_EXT_INT8_VNNI)
+
+// A whole block (16 units) of finite rows, in registers: dequantization of
+// both sums, bias, cell update. sigmoid with a reciprocal estimate refined
+// by one Newton step (relative error ~1e-7) instead of a division, as the
+// bf16 kernels do (bf16_math.h); IEEE cases as cell_math.h's.
+inline void i8_block_update(const int32_t* sx, float x_scale, const int32_t* sh, float h_scale,
+                            const Int8Panel& wx, const Int8Panel& wh, int64_t c0,
+                            const float* bias /* at c0 */, const float* c_prev, float* c_next,
+                            float* h_next) {
+  using Vec = Vectorized<float>;
+  auto sigmoid = [](const Vec& x) {
+    const __m512 d = Vec(1.f) + exp_ieee(x.neg());
+    const __m512 r = _mm512_rcp14_ps(d);
+    const __m512 refined = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f)));
+    const __mmask16 finite = _mm512_cmp_ps_mask(refined, refined, _CMP_ORD_Q);
+    return Vec(_mm512_mask_blend_ps(finite, r, refined));
+  };
+  auto tanh = [&](const Vec& x) {
+    return at::vec::fmsub(Vec(2.f), sigmoid(x * Vec(2.f)), Vec(1.f));
+  };
+  const __m512 xs = _mm512_set1_ps(x_scale), hs = _mm512_set1_ps(h_scale);
+  auto pre = [&](int q) {
+    const int64_t c = c0 + q * kInt8Lanes;
+    const __m512i dx = _mm512_sub_epi32(_mm512_loadu_si512(sx + q * kInt8Lanes),
+                                        _mm512_loadu_si512(wx.offset + c));
+    const __m512i dh = _mm512_sub_epi32(_mm512_loadu_si512(sh + q * kInt8Lanes),
+                                        _mm512_loadu_si512(wh.offset + c));
+    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(dx),
+                             _mm512_mul_ps(xs, _mm512_loadu_ps(wx.scale + c)));
+    v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dh), _mm512_mul_ps(hs, _mm512_loadu_ps(wh.scale + c)),
+                        v);
+    if (bias != nullptr) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + q * kInt8Lanes));
+    return Vec(v);
+  };
+  const Vec i = sigmoid(pre(0));
+  const Vec f = sigmoid(pre(1));
+  const Vec c_hat = tanh(pre(2));
+  const Vec o = sigmoid(pre(3));
+  const Vec c = at::vec::fmadd(f, Vec::loadu(c_prev), i * c_hat);
+  c.store(c_next);
+  (o * tanh(c)).store(h_next);
+}
+
+#endif
+
 inline void int8_forward_step(const StepForwardInt8& a) {
-  const int64_t H = a.w_hh.hidden, rows = a.rows;
+  const int64_t H = a.hidden, rows = a.rows;
   if (rows == 0) return;
+  const int64_t I = a.w_ih.K;
   const int64_t groups = i8_groups(H);
-  const int64_t kpad = i8_kpad(H);
-  const int64_t gbytes = i8_group_bytes(H);
-  const int64_t ldp = groups * kInt8GroupCols;
-  const int64_t rows_pad = i8_round_rows(rows);
-  // Threads split the hidden units (each keeps its part of W_hh hot in its
-  // own cache from one step to the next); each quantizes h_prev itself.
-  const int64_t work_per_group = rows * H * kInt8GroupCols;
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 17) / std::max<int64_t>(work_per_group, 1));
-  at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
+  const int64_t kx = i8_kpad(I), kh = i8_kpad(H);
+  const int64_t bytes_x = i8_group_bytes(I), bytes_h = i8_group_bytes(H);
+  // h_prev quantized once per step (all threads), then the groups.
+  int8_quantize_rows(a.h_prev, rows, H, H, a.h_q, a.h_scale);
+  // Threads split the hidden units: each keeps its part of the weights hot in
+  // its own cache from one step to the next (the team's slices are the same
+  // every step).
+  const int64_t work_per_group = rows * (kx + kh) * kInt8GroupCols;
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(work_per_group, 1));
+  ::lstm_ext::cpu::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
     I8TileScope tiles;
-    uint8_t* A = i8_scratch<uint8_t, 1>(rows_pad * kpad);
-    float* scales = i8_scratch<float, 2>(rows_pad);
-    int32_t* partial = i8_scratch<int32_t, 3>(rows_pad * kInt8GroupCols);
-    for (int64_t r = 0; r < rows_pad; ++r) {
-      if (r < rows) {
-        i8_quantize_row(a.h_prev + r * H, H, kpad, A + r * kpad, &scales[r]);
-      } else {
-        std::memset(A + r * kpad, 128, kpad);
-      }
-    }
+    int32_t* sums_x = i8_scratch<int32_t, 0>(i8_round_rows(rows) * kInt8GroupCols);
+    int32_t* sums_h = i8_scratch<int32_t, 1>(i8_round_rows(rows) * kInt8GroupCols);
     alignas(64) float pre[kInt8GroupCols];
     for (int64_t grp = g0; grp < g1; ++grp) {
-      const int8_t* group = a.w_hh.packed + grp * gbytes;
+      const int8_t* gx = a.w_ih.packed + grp * bytes_x;
+      const int8_t* gh = a.w_hh.packed + grp * bytes_h;
       const int64_t c0 = grp * kInt8GroupCols;
       const int64_t u0 = grp * kInt8Lanes;
       const int64_t n = std::min(kInt8Lanes, H - u0);
-      i8_group_sums(rows, A, kpad, group, partial);
+      i8_group_sums(rows, a.x_q, kx, gx, sums_x);
+      i8_group_sums(rows, a.h_q, kh, gh, sums_h);
+      const float* bias = a.bias != nullptr ? a.bias + c0 : nullptr;
       for (int64_t r = 0; r < rows; ++r) {
-        i8_dequantize(partial + r * 64, scales[r], a.w_hh.colsum + c0, a.w_hh.scale + c0,
-                      a.pre_x + r * ldp + c0, a.h_prev + r * H, H, group, pre);
-        i8_cell_update(pre, a.c_prev + r * H + u0, a.c_next + r * H + u0,
-                       a.h_next + r * H + u0, n);
+        const float xs = a.x_scale[r], hs = a.h_scale[r];
+        const float* cp = a.c_prev + r * H + u0;
+        float* cn = a.c_next + r * H + u0;
+        float* hn = a.h_next + r * H + u0;
+#if defined(LSTM_EXT_INT8_VNNI)
+        if (n == kInt8Lanes && xs == xs && hs == hs) {
+          i8_block_update(sums_x + r * 64, xs, sums_h + r * 64, hs, a.w_ih, a.w_hh, c0, bias,
+                          cp, cn, hn);
+          continue;
+        }
+#endif
+        i8_dequantize(sums_x + r * 64, xs, a.w_ih, c0, gx, a.x + r * I, false, pre);
+        i8_dequantize(sums_h + r * 64, hs, a.w_hh, c0, gh, a.h_prev + r * H, true, pre);
+        i8_cell_update(pre, bias, cp, cn, hn, n);
       }
     }
   });
