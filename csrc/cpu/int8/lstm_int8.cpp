@@ -23,6 +23,11 @@
 // share of the call (I = 512 against I = 4) was 8.4 ms up front, 4.4 ms fused
 // (and the whole call 30.0 ms against 12.9 ms, with the faster cell update).
 //
+// The weights are packed at every call rather than once into module buffers
+// (a prepack op): measured, packing (a T = 1, B = 1 call) takes 0.21 ms of the
+// 6.4 ms call at (64, 512, 512, 50) on 2 threads, 0.02 of 0.4 ms at
+// (32, 32, 64, 50): 3-6%, not worth a second weight format in state dicts.
+//
 // No gradient: the Autograd kernel below refuses inputs that require grad
 // while grad mode is on (quantized weights have no useful gradient).
 #include <ATen/ATen.h>
