@@ -344,7 +344,7 @@ inline T* i8_scratch(int64_t elements) {
 inline void int8_quantize_rows(const float* a, int64_t rows, int64_t K, int64_t lda,
                                uint8_t* out, float* scale) {
   const int64_t kpad = i8_kpad(K);
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(kpad, 1));
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(kpad, 1));  // ~16 rows of 256
   ::lstm_ext::cpu::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) i8_quantize_row(a + r * lda, K, kpad, out + r * kpad, &scale[r]);
   });
