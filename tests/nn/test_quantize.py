@@ -2,6 +2,7 @@
 stated bound (lstm_ext.quantization.MODULE_BOUND), torch.nn.LSTM's calling
 conventions, LSTMModel, refusals, state dicts, TorchScript and .pt2."""
 import copy
+import os
 
 import pytest
 import torch
@@ -156,6 +157,9 @@ def test_torchscript(tmp_path):
         torch.jit.script(lstm)(x4.requires_grad_())
 
 
+@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="an AOTInductor compile under the sanitizers (make test-sanitize) is "
+                           "slow and tests the compiler, not the op")
 def test_pt2(tmp_path):
     """One AOTInductor compile: the quantized LSTMModel's forward."""
     from lstm_ext.export import export_pt2, load_pt2

@@ -1,6 +1,6 @@
 // The int8 kernels (arguments, shapes and numerics: int8_kernels.h): weight
-// packing, per-row activation quantization, the input projection and the
-// fused recurrent step.
+// packing, per-row activation quantization and the fused step (input
+// projection, recurrent product, dequantization, cell update).
 //
 // One source for every build: with AVX512-VNNI (LSTM_EXT_INT8_VNNI, defined
 // by kernels_avx512_vnni.cpp and kernels_amx_int8.cpp) a quad product is one
