@@ -3,11 +3,15 @@ lstm_ext.LSTM vs torch.nn.LSTM (oneDNN) vs lstm_ext.LSTMCell stepped from
 Python vs the pure-Python reference, training (forward + backward, input
 requiring grad) and inference. Also times the GEMM floor: only the GEMMs this
 design must run, in ATen on the same shapes, pointwise work taken as free.
-Run: python benchmarks/bench_layer.py [--quick] [--no-slow] [--dtype {float32,bfloat16}]
+Run: python benchmarks/bench_layer.py [--quick] [--no-slow] [--dtype {float32,bfloat16,int8}]
 [--shapes 'B,I,H,T;...']. In bfloat16 the floor is the same GEMMs in bf16 (ATen:
-oneDNN) and the own-GEMM floor is not measured."""
+oneDNN) and the own-GEMM floor is not measured. --dtype int8 times inference
+only: lstm_ext.quantize(nn.LSTM) against torch's dynamic int8 nn.LSTM
+(torch.ao.quantization.quantize_dynamic), our bf16 layer, nn.LSTM in bf16 and
+nn.LSTM in float32, in one interleaved run per shape."""
 import os
 import sys
+import warnings
 
 import torch
 from torch import nn
@@ -91,6 +95,9 @@ def main():
     min_time = args.min_time
     dtype = args.torch_dtype
     ceiling = start("One layer over a whole sequence", args.dtype)
+    if args.dtype == "int8":
+        int8_table(args, ceiling)
+        return
     rows = []
     for (B, I, H, T) in args.shape_list or SHAPES:
         torch.manual_seed(0)
@@ -141,6 +148,51 @@ def main():
         columns += ["cell stepped/ours", "reference/ours"]
     print_table(columns, rows)
     projection_table(min_time)
+
+
+INT8_SHAPES = [(32, 32, 64, 50), (64, 256, 256, 100), (64, 512, 512, 50)]
+
+
+def int8_table(args, ceiling):
+    """Inference, float32 input: ours int8 (lstm_ext.quantize) vs torch's
+    dynamic int8 nn.LSTM, vs our bf16 layer, nn.LSTM bf16 and nn.LSTM float32.
+    GFLOP/s counts the float model's multiply-adds (forward_flops) as the
+    other tables do; max err is max |ours int8 - nn.LSTM float32| on x."""
+    rows = []
+    for (B, I, H, T) in args.shape_list or INT8_SHAPES:
+        torch.manual_seed(0)
+        theirs = nn.LSTM(I, H).eval()
+        ours = lstm_ext.quantize(theirs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
+            dynamic = torch.ao.quantization.quantize_dynamic(theirs, {nn.LSTM},
+                                                             dtype=torch.qint8)
+        bf16_ours = lstm_ext.LSTM.from_torch(theirs).to(torch.bfloat16)
+        bf16_theirs = nn.LSTM(I, H).to(torch.bfloat16)
+        bf16_theirs.load_state_dict(bf16_ours.state_dict())
+        x = torch.randn(T, B, I)
+        xb = x.to(torch.bfloat16)
+        fns = {
+            "int8": runner(lambda xs: ours(xs)[0], x, False),
+            "dynamic": runner(lambda xs: dynamic(xs)[0], x, False),
+            "bf16": runner(lambda xs: bf16_ours(xs)[0], xb, False),
+            "nn bf16": runner(lambda xs: bf16_theirs(xs)[0], xb, False),
+            "fp32": runner(lambda xs: theirs(xs)[0], x, False),
+        }
+        times = interleaved_ms(fns, len(fns) * args.min_time)
+        with torch.no_grad():
+            err = (ours(x)[0] - theirs(x)[0]).abs().max().item()
+        t = times["int8"]
+        gflops = forward_flops(B, I, H, T) / (t * 1e-3) / 1e9
+        rows.append([f"({B}, {I}, {H}, {T})", f"{t:.3f}", f"{times['dynamic']:.3f}",
+                     f"{times['dynamic'] / t:.2f}x", f"{times['bf16']:.3f}",
+                     f"{times['bf16'] / t:.2f}x", f"{times['nn bf16']:.3f}",
+                     f"{times['fp32']:.3f}", f"{gflops:.1f}", f"{err:.4f}"])
+    print("Inference (no_grad), float32 input; medians of interleaved rounds, ms")
+    print_table(["(B, I, H, T)", "ours int8 ms", "torch dyn-int8 ms", "dyn-int8/ours",
+                 "ours bf16 ms", "ours bf16/int8", "nn.LSTM bf16 ms", "nn.LSTM fp32 ms",
+                 "ours int8 GFLOP/s", "max err vs fp32"], rows)
+    print(f"thread fallbacks: {torch.ops.lstm_ext.thread_fallbacks()}")
 
 
 def projection_table(min_time):

@@ -8,7 +8,8 @@ from torch.utils import benchmark
 import lstm_ext
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+          "int8": torch.int8}  # int8: inference with lstm_ext.quantize (bench_layer.py)
 
 
 def parse_args(doc, slow_option=False, dtype_option=False):
@@ -78,8 +79,10 @@ def start(title, dtype="float32"):
 def header(title, dtype="float32"):
     print(f"## {title}")
     kernels = lstm_ext.pointwise_capability()
-    if dtype == "bfloat16":
+    if dtype in ("bfloat16", "int8"):
         kernels += f", bf16 kernels: {torch.ops.lstm_ext.bf16_kernel_build()}"
+    if dtype == "int8":
+        kernels += f", int8 kernels: {torch.ops.lstm_ext.int8_kernel_build()}"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}, lstm_ext pointwise kernels: "
           f"{kernels}, {dtype}")

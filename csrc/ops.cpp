@@ -72,4 +72,16 @@ TORCH_LIBRARY(lstm_ext, m) {
       "Tensor gates, Tensor cs, Tensor? lengths, Tensor? w_hr, bool[7] output_mask) -> "
       "(Tensor grad_input, Tensor grad_hx, Tensor grad_cx, Tensor grad_w_ih, "
       "Tensor grad_w_hh, Tensor grad_bias, Tensor grad_w_hr)");
+  // lstm_layer_forward for inference with int8 weights (dynamic
+  // quantization; numerics in cpu/vec/int8_kernels.h): input (T, B, I), hx,
+  // cx float32; w_ih (4H, I), w_hh (4H, H) int8, symmetric per output channel
+  // with scales w_ih_scale, w_hh_scale (4H) float32 (W ~ W_q * scale[:, None]);
+  // bias (4H) float32 = b_ih + b_hh. Activations are quantized per row
+  // (x per row of each step, h per row per step) to uint8 with zero point 128.
+  // lengths as lstm_layer_forward's. No gradient: inputs that require grad are
+  // refused in grad mode; outputs never require grad.
+  m.def(
+      "lstm_layer_forward_int8(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, "
+      "Tensor w_ih_scale, Tensor w_hh, Tensor w_hh_scale, Tensor? bias, Tensor? lengths) -> "
+      "(Tensor output, Tensor hy, Tensor cy)");
 }

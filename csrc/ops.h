@@ -88,6 +88,12 @@ inline const Op<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tenso
     const std::optional<Tensor>& w_hr, std::array<bool, 7> output_mask)>
     lstm_layer_backward{"lstm_ext::lstm_layer_backward"};
 
+inline const Op<std::tuple<Tensor, Tensor, Tensor>(
+    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
+    const Tensor& w_ih_scale, const Tensor& w_hh, const Tensor& w_hh_scale,
+    const std::optional<Tensor>& bias, const std::optional<Tensor>& lengths)>
+    lstm_layer_forward_int8{"lstm_ext::lstm_layer_forward_int8"};
+
 // The C++ signature of op `op` (a name declared above), as a function type.
 #define LSTM_EXT_SIGNATURE(op) std::decay_t<decltype(::lstm_ext::ops::op)>::Signature
 

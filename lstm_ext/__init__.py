@@ -14,8 +14,9 @@ _library.load()
 from . import ops  # noqa: E402  (registers the fake kernels)
 from ._library import library_path  # noqa: E402
 from .nn import LSTM, LSTMCell, LSTMModel  # noqa: E402
-from .ops import lstm_cell, lstm_layer, pointwise_capability  # noqa: E402
+from .ops import lstm_cell, lstm_layer, lstm_layer_int8, pointwise_capability  # noqa: E402
+from .quantization import quantize  # noqa: E402
 
 __all__ = ["LSTM", "LSTMCell", "LSTMModel", "library_path", "lstm_cell", "lstm_layer",
-           "pointwise_capability"]
+           "lstm_layer_int8", "pointwise_capability", "quantize"]
 __version__ = "0.1.0"

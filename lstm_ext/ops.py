@@ -104,6 +104,18 @@ def _layer_backward_fake(grad_output, grad_hy, grad_cy, input, hx, cx, w_ih, w_h
     return _backward_fake(input, hx, cx, w_ih, w_hh, output_mask, w_hr, projection=True)
 
 
+@torch.library.register_fake("lstm_ext::lstm_layer_forward_int8")
+def _layer_forward_int8_fake(input, hx, cx, w_ih, w_ih_scale, w_hh, w_hh_scale, bias, lengths):
+    _check_devices("lstm_layer_forward_int8", lengths, input=input, hx=hx, cx=cx, w_ih=w_ih,
+                   w_ih_scale=w_ih_scale, w_hh=w_hh, w_hh_scale=w_hh_scale, bias=bias)
+    steps, batch, hidden = input.shape[0], input.shape[1], w_hh.shape[1]
+    return (
+        input.new_empty((steps, batch, hidden)),
+        input.new_empty((batch, hidden)),
+        input.new_empty((batch, hidden)),
+    )
+
+
 @torch.library.register_fake("lstm_ext::gemm")
 def _gemm_fake(a, b):
     _check_devices("gemm", a=a, b=b)
@@ -132,6 +144,21 @@ def lstm_layer(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor
     out, hy, cy, _, _ = torch.ops.lstm_ext.lstm_layer_forward(input, hx, cx, w_ih, w_hh, b_ih,
                                                               b_hh, lengths, w_hr)
     return out, hy, cy
+
+
+def lstm_layer_int8(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_ih_scale: Tensor,
+                    w_hh: Tensor, w_hh_scale: Tensor, bias: Optional[Tensor] = None,
+                    lengths: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """``lstm_layer`` for inference with int8 weights: ``(output, h_n, c_n)``.
+
+    ``w_ih (4H, I)`` and ``w_hh (4H, H)`` are int8, symmetric per output
+    channel, with float32 scales ``(4H,)`` (``W ~ w.float() * scale[:, None]``,
+    see ``lstm_ext.quantization.quantize_weight``); ``bias`` is ``b_ih + b_hh``
+    in float32. ``input``, ``hx``, ``cx`` and the results are float32; the
+    activations are quantized to 8 bits per row at each step. No gradient.
+    """
+    return torch.ops.lstm_ext.lstm_layer_forward_int8(input, hx, cx, w_ih, w_ih_scale, w_hh,
+                                                      w_hh_scale, bias, lengths)
 
 
 def pointwise_capability() -> str:

@@ -18,6 +18,8 @@ Config read_environment() {
   c.poison = poison != nullptr && std::string(poison) != "" && std::string(poison) != "0";
   const char* amx = std::getenv("LSTM_EXT_BF16_AMX");
   c.bf16_amx = amx == nullptr || std::string(amx) != "0";
+  const char* int8_amx = std::getenv("LSTM_EXT_INT8_AMX");
+  c.int8_amx = int8_amx == nullptr || std::string(int8_amx) != "0";
   return c;
 }
 

@@ -8,6 +8,8 @@
 //                        (buffer_cache.h)
 //   LSTM_EXT_BF16_AMX=0  bf16 step products on AVX512-BF16 instead of AMX
 //                        (vec/bf16_kernels.h), for comparison and tests
+//   LSTM_EXT_INT8_AMX=0  int8 products on AVX512-VNNI instead of AMX
+//                        (vec/int8_kernels.h), for comparison and tests
 //   LSTM_EXT_POISON=1    NaN-fill every buffer handed out, junk-fill c10's
 //                        new blocks (buffer_cache.h; set by the test suite)
 #pragma once
@@ -35,6 +37,9 @@ struct Config {
   // Whether the bf16 kernels may use AMX where the CPU has it
   // (LSTM_EXT_BF16_AMX=0 turns it off).
   bool bf16_amx;
+  // Whether the int8 kernels may use AMX where the CPU has it
+  // (LSTM_EXT_INT8_AMX=0 turns it off).
+  bool int8_amx;
 };
 
 const Config& config();

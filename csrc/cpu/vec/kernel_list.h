@@ -24,3 +24,4 @@ LSTM_EXT_REGISTER_KERNEL(gemv_cols)
 } // namespace lstm_ext::cpu::vec::CPU_CAPABILITY
 
 #include "bf16_kernel_list.h"  // the bfloat16 kernels (bf16_kernels.h)
+#include "int8_kernel_list.h"  // the int8 kernels (int8_kernels.h)
