@@ -10,9 +10,8 @@
 //     in [-1, 1], and halving their traffic keeps the step fast); the gate
 //     gradients (T, B, 4H) likewise, as operands of the bf16 GEMMs;
 //   * the cell op's saved gates: float32 (one step, so precision costs nothing).
-// Every sum accumulates in float32: the forward's input projection x @ W_ih^T
-// (once per sequence, into float32 gx), each step's h @ W_hh^T added to it,
-// and the backward's dh = dgates @ W_hh on the bf16 kernels
+// Every sum accumulates in float32: each forward step's product x @ W_ih^T +
+// h @ W_hh^T and the backward's dh = dgates @ W_hh on the bf16 kernels
 // (vec/bf16_kernels.h: AMX tiles or vdpbf16ps where the CPU has them, on
 // weights packed once per call), the backward's large products (dx, dW_ih,
 // dW_hh) as one oneDNN bf16 GEMM each through ATen (float32 accumulation, one
@@ -83,7 +82,6 @@ LayerSizes check_layer_args(const char* op, const Tensor& input, const Tensor& h
   check_buffer_fits(op, "gates", {s.steps, s.batch, 4, s.hidden}, at::kFloat);
   check_buffer_fits(op, "input", {s.steps, s.batch, s.input}, at::kFloat);
   check_buffer_fits(op, "packed weights", {4, s.hidden + 64, s.input + s.hidden + 32}, kBF16);
-  check_buffer_fits(op, "gx", {s.steps * s.batch + 64, 4, s.hidden + 16}, at::kFloat);
   return s;
 }
 
@@ -100,10 +98,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   const auto opts = input.options();
   const OpThreads threads;  // one thread while the CPU is found contended
 
-  // The activated gates, saved for the backward. The input projection runs
-  // once for the whole sequence (vec::bf16_input_gemm) into float32 gx, which
-  // each step's product starts from, so the pre-activations are float32 sums
-  // from end to end.
+  // The activated gates, saved for the backward. The input projection is part
+  // of each step's product (vec::bf16_forward_step), so the pre-activations
+  // are float32 sums from end to end.
   Tensor gates = cached_empty({T, B, 4 * H}, opts);
   Tensor output = cached_empty({T, B, H}, opts);
   Tensor cs = cached_empty({T, B, H}, opts.dtype(at::kFloat));
@@ -117,23 +114,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   if (T > 0 && B > 0 && H > 0) {
     const Tensor bias = combined_bias(b_ih, b_hh);
     const Tensor x = input.contiguous();
-    const int64_t ldg = vec::bf16_gx_stride(H);
-    // Readable 32 rows past the last step's: a step's tiles read whole pairs of 16 rows.
-    Tensor gx = cached_empty({(T * B + 31) / 32 * 32 + 32, ldg}, opts.dtype(at::kFloat));
     Tensor packed_ih = at::empty({vec::bf16_panel_size(s.input, 4 * H)}, opts);
     Tensor packed_hh = at::empty({vec::bf16_panel_size(H, 4 * H)}, opts);
     const Tensor w_ih_c = w_ih.contiguous(), w_hh_c = w_hh.contiguous();
     vec::bf16_pack_gates(bf16_ptr(w_ih_c), H, s.input, bf16_ptr(packed_ih));
     vec::bf16_pack_gates(bf16_ptr(w_hh_c), H, H, bf16_ptr(packed_hh));
-    float* gx_p = gx.data_ptr<float>();
-    vec::bf16_input_gemm({gx_p, bf16_ptr(x), bf16_ptr(packed_ih), T * B, s.input, H});
     bf16* gates_p = bf16_ptr(gates);
     bf16* out_p = bf16_ptr(output);
+    const bf16* x_p = bf16_ptr(x);
     float* cs_p = cs.data_ptr<float>();
     with_step_team([&] {
       for (int64_t t = 0; t < T; ++t) {
-        vec::bf16_forward_step({gates_p + t * B * 4 * H, bf16_ptr(packed_hh),
-                                gx_p + t * B * ldg,
+        vec::bf16_forward_step({gates_p + t * B * 4 * H, bf16_ptr(packed_ih),
+                                bf16_ptr(packed_hh), x_p + t * B * s.input, s.input,
                                 t == 0 ? bf16_ptr(h0) : out_p + (t - 1) * B * H,
                                 t == 0 ? c0.data_ptr<float>() : cs_p + (t - 1) * B * H,
                                 cs_p + t * B * H, out_p + t * B * H, ptr_or_null<float>(bias),

@@ -2,7 +2,6 @@
 // and stubs, in one place (the float/double kernels are in kernels.h).
 //
 //   bf16_pack_gates, bf16_pack_cols, bf16_panel_size   weights packed once per sequence
-//   bf16_input_gemm                                   a sequence's input projection, float32 out
 //   bf16_forward_step                                 one whole forward step of a layer
 //   bf16_backward_pointwise                           a backward step's element-wise pass
 //   bf16_gemm                                         C (fp32) = A (bf16) @ packed B (bf16)
@@ -86,46 +85,24 @@ LSTM_EXT_DECLARE_BF16_KERNEL(bf16_pack_gates,
 LSTM_EXT_DECLARE_BF16_KERNEL(bf16_pack_cols, void(const bf16* b, int64_t K, int64_t N,
                                                   bf16* packed));
 
-// Floats per row of the pre-activation buffer gx: the 4H gate columns in the
-// gate-grouped order of bf16_pack_gates (group grp, gate q, lane v at
-// 64 grp + 16 q + v), whole groups.
-inline int64_t bf16_gx_stride(int64_t hidden) {
-  return (hidden + kBf16Lanes - 1) / kBf16Lanes * kBf16GroupCols;
-}
-
-// The input projection of a whole sequence, once, before the time loop:
-//   gx = x @ W_ih^T      (float32 sums, never rounded to bf16; the bias is
-//                         added in the step's cell update)
-// in the gate-grouped layout (bf16_gx_stride). One product over all T * B
-// rows reuses each weight tile for every row; inside the steps it was re-read
-// from L3 at every step (the per-thread weights [W_ih | W_hh] of (64,512,512)
-// are 2 MiB, the size of this CPU's L2: measured 11.7 ms per inference call
-// fused, see lstm_bf16.cpp for the split's figure).
-struct InputGemmBf16 {
-  float* gx;             // (rows, bf16_gx_stride(H)) out; allocated with round_up(rows, 32) + 32
-                         // rows: AMX stores whole tiles and the steps load whole tiles
-  const bf16* x;         // (rows, I) row-major
-  const bf16* w_packed;  // bf16_pack_gates(W_ih, H, I)
-  int64_t rows;          // T * B
-  int64_t input;         // I
-  int64_t hidden;        // H
-};
-LSTM_EXT_DECLARE_BF16_KERNEL(bf16_input_gemm, void(const InputGemmBf16& args));
-
-// One forward step of a layer: for each row and hidden unit,
-//   pre = gx + h_prev @ W_hh^T     (float32 sums)
+// One forward step of a layer, input projection included: for each row and
+// hidden unit,
+//   pre = x @ W_ih^T + h_prev @ W_hh^T + bias     (float32 sums)
 // then the cell update (as PointwiseForward in kernels.h) in float32: the
-// activated gates go to gates (bf16), c_next is float32, h_next bf16.
+// activated gates go to gates (bf16), c_next is float32, h_next bf16. The
+// input projection in each step's product keeps the pre-activations float32
+// sums without a float32 (T, B, 4H) buffer (bf16_math.h: group_sums).
 struct StepForwardBf16 {
-  bf16* gates;           // (rows, 4H): activated gates out
-  const bf16* w_packed;  // bf16_pack_gates(W_hh, H, H)
-  const float* gx;       // this step's rows of bf16_input_gemm's gx (row stride
-                         // bf16_gx_stride(H)); readable up to round_up(rows, 32) rows
-  const bf16* h_prev;    // (rows, H)
-  const float* c_prev;   // (rows, H)
-  float* c_next;         // (rows, H)
-  bf16* h_next;          // (rows, H)
-  const float* bias;     // (4H) b_ih + b_hh, or nullptr
+  bf16* gates;              // (rows, 4H): activated gates out
+  const bf16* w_ih_packed;  // bf16_pack_gates(W_ih, H, I)
+  const bf16* w_hh_packed;  // bf16_pack_gates(W_hh, H, H)
+  const bf16* x;            // (rows, I): this step's input
+  int64_t input;            // I
+  const bf16* h_prev;       // (rows, H)
+  const float* c_prev;      // (rows, H)
+  float* c_next;            // (rows, H)
+  bf16* h_next;             // (rows, H)
+  const float* bias;        // (4H) b_ih + b_hh, or nullptr
   int64_t rows;
   int64_t hidden;
 };

@@ -263,23 +263,32 @@ inline void amx_configure() {
 // Bytes between pair rows of a packed group (64 columns x 2): a B tile's stride.
 constexpr int64_t kPanelStride = kBf16GroupCols * 2 * sizeof(bf16);
 
-// 16 rows of A (K a multiple of 32; a_stride bytes between rows) against the 4
-// column tiles of one group: tile q = init + 16 q (ld_init floats between
-// rows; nullptr: zeros) + the sums, stored at out + 16 q (ld_out floats).
-inline void amx_1x4(const bf16* A, int64_t a_stride, int64_t K, const bf16* group,
-                    const float* init, int64_t ld_init, float* out, int64_t ld_out) {
-  if (init != nullptr) {
-    const int64_t stride = ld_init * int64_t(sizeof(float));
-    _tile_loadd(0, init, stride);
-    _tile_loadd(1, init + 16, stride);
-    _tile_loadd(2, init + 32, stride);
-    _tile_loadd(3, init + 48, stride);
-  } else {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-  }
+// The C tiles 0-3 from memory (tile t from c[t], ld floats between rows), or
+// zero, and back.
+inline void amx_c_load(const float* const (&c)[4], int64_t ld) {
+  const int64_t stride = ld * int64_t(sizeof(float));
+  _tile_loadd(0, c[0], stride);
+  _tile_loadd(1, c[1], stride);
+  _tile_loadd(2, c[2], stride);
+  _tile_loadd(3, c[3], stride);
+}
+inline void amx_c_zero() {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+}
+inline void amx_c_store(float* const (&c)[4], int64_t ld) {
+  const int64_t stride = ld * int64_t(sizeof(float));
+  _tile_stored(0, c[0], stride);
+  _tile_stored(1, c[1], stride);
+  _tile_stored(2, c[2], stride);
+  _tile_stored(3, c[3], stride);
+}
+
+// C tile q += 16 rows of A (K a multiple of 32; a_stride bytes between rows)
+// @ column tile q of one group, q = 0..3.
+inline void amx_dp_1x4(const bf16* A, int64_t a_stride, int64_t K, const bf16* group) {
   for (int64_t k = 0; k < K; k += 32) {
     const bf16* b = group + (k / 2) * kBf16GroupCols * 2;
     _tile_loadd(4, A + k, a_stride);
@@ -292,33 +301,14 @@ inline void amx_1x4(const bf16* A, int64_t a_stride, int64_t K, const bf16* grou
     _tile_dpbf16ps(2, 4, 6);
     _tile_dpbf16ps(3, 4, 7);
   }
-  const int64_t stride = ld_out * int64_t(sizeof(float));
-  _tile_stored(0, out, stride);
-  _tile_stored(1, out + 16, stride);
-  _tile_stored(2, out + 32, stride);
-  _tile_stored(3, out + 48, stride);
 }
 
-// Two row tiles (a0, a1: 16 rows each) x two column tiles (b: the pair row of
-// the first of two adjacent gates in a group, the second at b + 32): 4 sums
-// from 2 A and 2 B loads per 32 k, where amx_1x4 needs 5 loads, 4 of them B
-// (the weights, the operand that comes from L2). C tile (i, j) = init_i + 16 j
-// (+ sums) -> out_i + 16 j.
-inline void amx_2x2(const bf16* a0, const bf16* a1, int64_t a_stride, int64_t K, const bf16* b,
-                    const float* init0, const float* init1, int64_t ld_init, float* out0,
-                    float* out1, int64_t ld_out) {
-  if (init0 != nullptr) {
-    const int64_t stride = ld_init * int64_t(sizeof(float));
-    _tile_loadd(0, init0, stride);
-    _tile_loadd(1, init0 + 16, stride);
-    _tile_loadd(2, init1, stride);
-    _tile_loadd(3, init1 + 16, stride);
-  } else {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-  }
+// C tile (i, j) = tile 2i + j += row tile i (a0, a1: 16 rows each) @ column
+// tile j (b: the pair row of the first of two adjacent gates in a group, the
+// second at b + 32): 4 sums from 2 A and 2 B loads per 32 k, where amx_dp_1x4
+// needs 5 loads, 4 of them B (the weights, the operand that comes from L2).
+inline void amx_dp_2x2(const bf16* a0, const bf16* a1, int64_t a_stride, int64_t K,
+                       const bf16* b) {
   for (int64_t k = 0; k < K; k += 32) {
     const bf16* bk = b + (k / 2) * kBf16GroupCols * 2;
     _tile_loadd(4, a0 + k, a_stride);
@@ -330,11 +320,6 @@ inline void amx_2x2(const bf16* a0, const bf16* a1, int64_t a_stride, int64_t K,
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
   }
-  const int64_t stride = ld_out * int64_t(sizeof(float));
-  _tile_stored(0, out0, stride);
-  _tile_stored(1, out0 + 16, stride);
-  _tile_stored(2, out1, stride);
-  _tile_stored(3, out1 + 16, stride);
 }
 
 #endif
@@ -373,84 +358,89 @@ inline void copy_block(const bf16* A, int64_t lda, int64_t rows, int64_t K, bf16
   }
 }
 
-// The sums of rows [0, rows) of A (K columns, leading dimension lda) against
-// one group, into out (ld_out floats between rows; AMX writes
-// round_pairs(rows) rows, the others `rows`),
-// starting from init (a group's columns of gx, ld_init floats between rows,
-// readable for round_pairs(rows) rows) or from zero. AMX reads whole tiles of
-// A in place where they are whole (16 rows, K a multiple of 32) and copies
-// the ragged ones.
-inline void group_sums(int64_t rows, const bf16* A, int64_t lda, int64_t K, const bf16* group,
-                       float* out, int64_t ld_out, const float* init = nullptr,
-                       int64_t ld_init = 0) {
+// One operand pair of a product: rows of A (K columns, leading dimension lda)
+// against one group of a packed panel.
+struct Segment {
+  const bf16* A;
+  int64_t lda;
+  int64_t K;
+  const bf16* group;
+};
+
+// The sums of rows [0, rows) over the segments (sum over s of A_s @ group_s),
+// into partial (rows x 64, row stride 64; AMX writes round_pairs(rows) rows).
+// A layer step has two: [x | h_prev] @ [W_ih | W_hh]^T without a copy of
+// [x | h_prev]; the input projection rides in each step's product (measured,
+// (64,512,512,50) bf16 inference on 2 threads: one product for the whole
+// sequence into a float32 buffer, 26 MB written and read back, took 14.4 ms
+// against 13.0 fused). AMX reads whole tiles of A in place where they are
+// whole (16 rows, K a multiple of 32) and copies the ragged ones.
+template <int S>
+inline void group_sums(int64_t rows, const Segment (&seg)[S], float* partial) {
 #if defined(LSTM_EXT_BF16_AMX)
   if (rows >= 4) {
-    const int64_t kp = round_k(K);
-    const bool aligned = K % 32 == 0;
+    int64_t kp[S], offset[S + 1];
+    offset[0] = 0;
+    for (int s = 0; s < S; ++s) {
+      kp[s] = round_k(seg[s].K);
+      offset[s + 1] = offset[s] + 32 * kp[s];
+    }
     bf16* buf = nullptr;
-    // Row tile i of the pair at r: in place or a padded copy.
-    auto tile = [&](int64_t r, int i) -> std::pair<const bf16*, int64_t> {
-      const int64_t n = std::min<int64_t>(16, std::max<int64_t>(0, rows - r - 16 * i));
-      if (aligned && n == 16) return {A + (r + 16 * i) * lda, lda};
-      if (buf == nullptr) buf = thread_a(32 * kp);
-      bf16* block = buf + i * 16 * kp;
-      copy_block(A + (r + 16 * i) * lda, lda, n, K, block);
-      return {block, kp};
-    };
     for (int64_t r = 0; r < rows; r += 32) {
-      const float* init0 = init != nullptr ? init + r * ld_init : nullptr;
-      float* out0 = out + r * ld_out;
-      if (rows - r <= 16) {
-        const auto a = tile(r, 0);
-        amx_1x4(a.first, a.second * int64_t(sizeof(bf16)), kp, group, init0, ld_init, out0,
-                ld_out);
+      const int64_t n = std::min<int64_t>(32, rows - r);
+      const bf16* a0[S];
+      const bf16* a1[S];
+      int64_t stride[S];
+      for (int s = 0; s < S; ++s) {
+        if (seg[s].K % 32 == 0 && (n == 32 || n == 16)) {
+          a0[s] = seg[s].A + r * seg[s].lda;
+          a1[s] = a0[s] + 16 * seg[s].lda;
+          stride[s] = seg[s].lda * int64_t(sizeof(bf16));
+        } else {
+          if (buf == nullptr) buf = thread_a(offset[S]);
+          bf16* block = buf + offset[s];
+          copy_block(seg[s].A + r * seg[s].lda, seg[s].lda, std::min<int64_t>(16, n),
+                     seg[s].K, block);
+          if (n > 16) {
+            copy_block(seg[s].A + (r + 16) * seg[s].lda, seg[s].lda, n - 16, seg[s].K,
+                       block + 16 * kp[s]);
+          }
+          a0[s] = block;
+          a1[s] = block + 16 * kp[s];
+          stride[s] = kp[s] * int64_t(sizeof(bf16));
+        }
+      }
+      float* out = partial + r * 64;
+      if (n <= 16) {
+        amx_c_zero();
+        for (int s = 0; s < S; ++s) amx_dp_1x4(a0[s], stride[s], kp[s], seg[s].group);
+        amx_c_store({out, out + 16, out + 32, out + 48}, 64);
         continue;
       }
-      const auto a0 = tile(r, 0);
-      const auto a1 = tile(r, 1);
-      const float* init1 = init != nullptr ? init0 + 16 * ld_init : nullptr;
       for (int64_t q = 0; q < 4; q += 2) {
-        // Both tiles share one stride argument: a copied tile and an in-place
-        // one differ, so a mixed pair goes through the copy (tile() above
-        // copies only ragged tiles, and only the second of a pair is ragged).
-        if (a0.second != a1.second) {
-          amx_1x4(a0.first, a0.second * int64_t(sizeof(bf16)), kp, group, init0, ld_init, out0,
-                  ld_out);
-          amx_1x4(a1.first, a1.second * int64_t(sizeof(bf16)), kp, group, init1, ld_init,
-                  out0 + 16 * ld_out, ld_out);
-          break;
+        amx_c_zero();
+        for (int s = 0; s < S; ++s) {
+          amx_dp_2x2(a0[s], a1[s], stride[s], kp[s], seg[s].group + 32 * q);
         }
-        amx_2x2(a0.first, a1.first, a0.second * int64_t(sizeof(bf16)), kp, group + 32 * q,
-                init0 != nullptr ? init0 + 16 * q : nullptr,
-                init1 != nullptr ? init1 + 16 * q : nullptr, ld_init, out0 + 16 * q,
-                out0 + 16 * ld_out + 16 * q, ld_out);
+        amx_c_store({out + 16 * q, out + 16 * q + 16, out + 16 * 64 + 16 * q,
+                     out + 16 * 64 + 16 * q + 16},
+                    64);
       }
     }
     return;
   }
 #endif
-  // The pair-product kernels write rows of 64 floats: through a scratch
-  // block where out has another stride.
-  float* partial = ld_out == 64 ? out : thread_partial(rows);
-  if (init != nullptr) {
-    for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(partial + r * 64, init + r * ld_init, 64 * sizeof(float));
-    }
-  }
-  if (K % 2 == 1) {  // a zero column past K: a padded copy (the next element may be inf)
-    const int64_t kp = round_k(K);
-    bf16* buf = thread_a(16 * kp);
-    for (int64_t r = 0; r < rows; r += 16) {
-      const int64_t n = std::min<int64_t>(16, rows - r);
-      copy_block(A + r * lda, lda, n, K, buf);
-      dp_group(n, buf, kp, K + 1, group, partial + r * 64, init != nullptr);
-    }
-  } else {
-    dp_group(rows, A, lda, K, group, partial, init != nullptr);
-  }
-  if (partial != out) {
-    for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(out + r * ld_out, partial + r * 64, 64 * sizeof(float));
+  for (int s = 0; s < S; ++s) {
+    if (seg[s].K % 2 == 1) {  // a zero column past K: a padded copy (the next element may be inf)
+      const int64_t kp = round_k(seg[s].K);
+      bf16* buf = thread_a(16 * kp);
+      for (int64_t r = 0; r < rows; r += 16) {
+        const int64_t n = std::min<int64_t>(16, rows - r);
+        copy_block(seg[s].A + r * seg[s].lda, seg[s].lda, n, seg[s].K, buf);
+        dp_group(n, buf, kp, seg[s].K + 1, seg[s].group, partial + r * 64, s > 0);
+      }
+    } else {
+      dp_group(rows, seg[s].A, seg[s].lda, seg[s].K, seg[s].group, partial, s > 0);
     }
   }
 }
@@ -464,35 +454,6 @@ struct TileScope {
 #endif
 };
 
-// ---------------------------------------------------------------------------
-// The input projection.
-
-inline void bf16_input_gemm(const InputGemmBf16& a) {
-  const int64_t H = a.hidden, I = a.input;
-  const int64_t groups = (H + kBf16Lanes - 1) / kBf16Lanes;
-  const int64_t ldg = bf16_gx_stride(H);
-  const int64_t blocks = round_pairs(a.rows) / 32;  // 32 rows each
-  // Groups in chunks whose weights (about 512 KiB) stay in L2 while this
-  // thread's rows stream past them.
-  const int64_t chunk =
-      std::max<int64_t>(1, (int64_t(512) << 10) / (group_stride(I) * int64_t(sizeof(bf16))));
-  const int64_t work_per_block = 2 * 32 * I * 4 * H;
-  const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(work_per_block, 1));
-  ::lstm_ext::cpu::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
-    TileScope tiles;
-    for (int64_t g0 = 0; g0 < groups; g0 += chunk) {
-      const int64_t g1 = std::min(groups, g0 + chunk);
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t r = 32 * b;
-        const int64_t n = std::min<int64_t>(32, a.rows - r);
-        for (int64_t grp = g0; grp < g1; ++grp) {
-          group_sums(n, a.x + r * I, I, I, a.w_packed + grp * group_stride(I),
-                     a.gx + r * ldg + grp * kBf16GroupCols, ldg);
-        }
-      }
-    }
-  });
-}
 
 // ---------------------------------------------------------------------------
 // The forward step.
@@ -673,13 +634,12 @@ inline void cell_update_bf16(int64_t rows, bf16* g, int64_t H, const float* sums
 }
 
 inline void bf16_forward_step(const StepForwardBf16& a) {
-  const int64_t H = a.hidden;
+  const int64_t H = a.hidden, I = a.input;
   const int64_t groups = (H + kBf16Lanes - 1) / kBf16Lanes;
-  const int64_t ldg = bf16_gx_stride(H);
-  // Threads split the hidden units, so each keeps its part of W_hh hot in its
-  // own cache from one step to the next (the step team gives a thread the
-  // same slice every step).
-  const int64_t work_per_group = 8 * a.rows * H * kBf16Lanes;
+  // Threads split the hidden units, so each keeps its part of the weights hot
+  // in its own cache from one step to the next (the step team gives a thread
+  // the same slice every step).
+  const int64_t work_per_group = 8 * a.rows * (I + H) * kBf16Lanes;
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(work_per_group, 1));
   ::lstm_ext::cpu::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
     TileScope tiles;
@@ -687,8 +647,9 @@ inline void bf16_forward_step(const StepForwardBf16& a) {
     for (int64_t grp = g0; grp < g1; ++grp) {
       const int64_t u0 = grp * kBf16Lanes;
       const int64_t n = std::min(kBf16Lanes, H - u0);
-      group_sums(a.rows, a.h_prev, H, H, a.w_packed + grp * group_stride(H), partial, 64,
-                 a.gx + grp * kBf16GroupCols, ldg);
+      const Segment seg[2] = {{a.x, I, I, a.w_ih_packed + grp * group_stride(I)},
+                              {a.h_prev, H, H, a.w_hh_packed + grp * group_stride(H)}};
+      group_sums(a.rows, seg, partial);
       cell_update_bf16(a.rows, a.gates + u0, H, partial, a.bias ? a.bias + u0 : nullptr,
                        a.c_prev + u0, a.c_next + u0, a.h_next + u0, H, n);
     }
@@ -754,7 +715,8 @@ inline void bf16_gemm(int64_t M, int64_t N, int64_t K, const bf16* A, int64_t ld
     for (int64_t grp = g0; grp < g1; ++grp) {
       const int64_t j0 = grp * kBf16GroupCols;
       const int64_t n = std::min(kBf16GroupCols, N - j0);
-      group_sums(M, A, lda, K, packed + grp * group_stride(K), partial, 64);
+      const Segment seg[1] = {{A, lda, K, packed + grp * group_stride(K)}};
+      group_sums(M, seg, partial);
       for (int64_t r = 0; r < M; ++r) {
         float* c = C + r * ldc + j0;
         const float* s = partial + r * 64;
