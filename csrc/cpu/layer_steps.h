@@ -1,5 +1,5 @@
 // What a layer op's kernels (float: lstm_layer_kernel.cpp, bfloat16:
-// bf16/lstm_bf16.cpp) share about its time steps: the sizes, which rows
+// bf16/lstm_bf16.cpp, int8: int8/lstm_int8.cpp) share about its time steps: the sizes, which rows
 // still run at each step (lengths), and each row's state at its own last step.
 #pragma once
 
@@ -18,6 +18,24 @@ struct LayerSizes : LstmSizes {
   bool padded;                       // some row is shorter than `steps`
 };
 
+// s.batch_sizes and s.padded from lengths (checked here) for s.steps and
+// s.batch: every row runs at every step without lengths.
+inline void set_running_rows(const char* op, LayerSizes& s,
+                             const std::optional<at::Tensor>& lengths) {
+  s.batch_sizes.assign(s.steps, s.batch);
+  s.padded = false;
+  if (lengths.has_value() && lengths->defined()) {
+    const at::Tensor len = check_lengths(op, *lengths, s.steps, s.batch);
+    const int64_t* l = len.data_ptr<int64_t>();
+    for (int64_t t = 0; t < s.steps; ++t) {
+      int64_t n = 0;
+      while (n < s.batch && l[n] > t) ++n;
+      s.batch_sizes[t] = n;
+    }
+    s.padded = s.batch > 0 && l[s.batch - 1] < s.steps;
+  }
+}
+
 // The argument checks of every LSTM op (check_lstm_args) and of lengths, and
 // the rows running at each step. lengths must be non-increasing, so those
 // rows are a prefix [0, batch_sizes[t]) of the batch (a PackedSequence's
@@ -30,17 +48,7 @@ inline LayerSizes layer_sizes(const char* op, const at::Tensor& input, const at:
   LayerSizes s{check_lstm_args(op, input, 3, "(seq_len, batch, input_size)", hx, cx, w_ih, w_hh,
                                w_hr),
                input.size(0), {}, false};
-  s.batch_sizes.assign(s.steps, s.batch);
-  if (lengths.has_value() && lengths->defined()) {
-    const at::Tensor len = check_lengths(op, *lengths, s.steps, s.batch);
-    const int64_t* l = len.data_ptr<int64_t>();
-    for (int64_t t = 0; t < s.steps; ++t) {
-      int64_t n = 0;
-      while (n < s.batch && l[n] > t) ++n;
-      s.batch_sizes[t] = n;
-    }
-    s.padded = s.batch > 0 && l[s.batch - 1] < s.steps;
-  }
+  set_running_rows(op, s, lengths);
   return s;
 }
 

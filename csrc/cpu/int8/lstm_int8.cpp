@@ -101,18 +101,7 @@ LayerSizes check_args(const Tensor& input, const Tensor& hx, const Tensor& cx,
               " and hidden_size ", s.hidden);
   check_buffer_fits(kOp, "input projection", {s.steps, s.batch, 4, s.hidden + 16}, at::kFloat);
   check_buffer_fits(kOp, "quantized input", {s.steps, s.batch + 16, s.input + 64}, at::kByte);
-  s.batch_sizes.assign(s.steps, s.batch);
-  s.padded = false;
-  if (lengths.has_value() && lengths->defined()) {
-    const Tensor len = check_lengths(kOp, *lengths, s.steps, s.batch);
-    const int64_t* l = len.data_ptr<int64_t>();
-    for (int64_t t = 0; t < s.steps; ++t) {
-      int64_t n = 0;
-      while (n < s.batch && l[n] > t) ++n;
-      s.batch_sizes[t] = n;
-    }
-    s.padded = s.batch > 0 && l[s.batch - 1] < s.steps;
-  }
+  set_running_rows(kOp, s, lengths);
   return s;
 }
 

@@ -14,10 +14,6 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #endif
-#if defined(__linux__)
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 
 #include "../config.h"
 
@@ -34,27 +30,11 @@ bool cpu_has_avx512_bf16() {
 #endif
 }
 
-// AMX-BF16 and AMX-TILE (CPUID leaf 7, EDX bits 22 and 24), and Linux's
-// permission to use the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM for
-// XFEATURE_XTILEDATA; without it the first tile instruction faults).
-bool cpu_has_amx_bf16() {
-#if defined(__x86_64__) && defined(__linux__)
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
-  if (((edx >> 22) & 1u) == 0 || ((edx >> 24) & 1u) == 0) return false;
-  constexpr long kArchReqXcompPerm = 0x1023;
-  constexpr long kXfeatureXtiledata = 18;
-  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-#else
-  return false;
-#endif
-}
-
 int detect_bf16_build() {
 #if defined(LSTM_EXT_HAVE_AVX512_BF16)
   if (capability() == Capability::AVX512 && cpu_has_avx512_bf16()) {
 #if defined(LSTM_EXT_HAVE_AMX_BF16)
-    if (config().bf16_amx && cpu_has_amx_bf16()) return kAmxBf16Build;
+    if (config().bf16_amx && cpu_has_amx(22)) return kAmxBf16Build;
 #endif
     return kAvx512Bf16Build;
   }

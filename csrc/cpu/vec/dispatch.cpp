@@ -8,6 +8,14 @@
 
 #include <string>
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace lstm_ext::cpu::vec {
 
 Capability detect_capability() {
@@ -27,6 +35,20 @@ const char* capability_name() {
     case Capability::AVX2: return "avx2";
     default: return "default";
   }
+}
+
+bool cpu_has_amx(int unit_bit) {
+#if defined(__x86_64__) && defined(__linux__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  if (((edx >> unit_bit) & 1u) == 0 || ((edx >> 24) & 1u) == 0) return false;
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  (void)unit_bit;
+  return false;
+#endif
 }
 
 } // namespace lstm_ext::cpu::vec

@@ -32,6 +32,13 @@ inline Capability capability() {
 // The name of the build chosen at run time ("avx512", "avx2", "default").
 const char* capability_name();
 
+// Whether this CPU has AMX-TILE and the AMX unit of CPUID leaf 7 EDX bit
+// `unit_bit` (22: AMX-BF16, 25: AMX-INT8), and Linux grants this process the
+// tile data state (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA;
+// without it the first tile instruction faults). For bf16_dispatch.cpp and
+// int8_dispatch.cpp.
+bool cpu_has_amx(int unit_bit);
+
 template <typename Signature>
 struct KernelStub;
 

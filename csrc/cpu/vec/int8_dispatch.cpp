@@ -15,10 +15,6 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #endif
-#if defined(__linux__)
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 
 #include "../config.h"
 
@@ -35,26 +31,10 @@ namespace {
 #endif
 }
 
-// AMX-TILE and AMX-INT8, and Linux's permission to use the tile data state
-// (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, as bf16_dispatch.cpp;
-// without it the first tile instruction faults).
-[[maybe_unused]] bool cpu_has_amx_int8() {
-#if defined(__x86_64__) && defined(__linux__)
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
-  if (((edx >> 24) & 1u) == 0 || ((edx >> 25) & 1u) == 0) return false;
-  constexpr long kArchReqXcompPerm = 0x1023;
-  constexpr long kXfeatureXtiledata = 18;
-  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-#else
-  return false;
-#endif
-}
-
 int detect_int8_build() {
   if (capability() != Capability::AVX512) return static_cast<int>(capability());
 #if defined(LSTM_EXT_HAVE_AMX_INT8)
-  if (config().int8_amx && cpu_has_amx_int8()) return kAmxInt8Build;
+  if (config().int8_amx && cpu_has_amx(25)) return kAmxInt8Build;
 #endif
 #if defined(LSTM_EXT_HAVE_AVX512_VNNI)
   if (cpu_has_avx512_vnni()) return kAvx512VnniBuild;
