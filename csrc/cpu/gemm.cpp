@@ -21,24 +21,15 @@ constexpr double kOneDnnMinFlops = 4.0e6;
 using OneDnnMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float,
                               float);
 
-// Whether oneDNN beats MKL on this CPU. MKL is Intel's: on an Intel Xeon
-// (with AMX, one thread) it was 7-30% faster than oneDNN at every float32
-// product of the layers, large and small (3200x512 @ 512x2048: 32.5 vs 36.0
-// ms; 256x1600 @ 1600x64, a small layer's dW_hh: 271 vs 353 us). On AMD
-// EPYC oneDNN was twice as fast (the header).
-bool onednn_faster_here() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_cpu_init();
-  return !__builtin_cpu_is("intel");
-#else
-  return true;
-#endif
-}
-
+// Not MKL on Intel CPUs, though there it was 7-30% faster at one thread
+// (3200x512 @ 512x2048: 32.5 vs 36.0 ms): MKL splits a long sum (a weight
+// gradient's T * B rows) between its threads, so a layer's result changed
+// when the step team fell back to one thread, and a resumed training run no
+// longer reproduced an uninterrupted one (tests/forecast/test_cli.py, found
+// by CI). oneDNN's sums do not depend on the thread count.
 OneDnnMatmul onednn() {
   // LSTM_EXT_GEMM=aten keeps every product on ATen's GEMM (for comparisons).
-  static const OneDnnMatmul fn =
-      config().onednn_gemm && onednn_faster_here() ? &at::native::mkldnn_matmul : nullptr;
+  static const OneDnnMatmul fn = config().onednn_gemm ? &at::native::mkldnn_matmul : nullptr;
   return fn;
 }
 

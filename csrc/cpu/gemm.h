@@ -2,8 +2,7 @@
 //
 // ATen's float32 GEMM is MKL, whose kernels on AMD CPUs run at half the speed
 // of oneDNN's (measured on this project's EPYC machines: 200 vs 410 GFLOP/s on
-// two cores), which is what torch.nn.LSTM uses; on Intel CPUs MKL is the
-// faster one (gemm.cpp), so there every product stays on MKL. oneDNN's matmul costs ~15 us of
+// two cores), which is what torch.nn.LSTM uses. oneDNN's matmul costs ~15 us of
 // set-up per call, so small products stay on MKL. oneDNN is reached through
 // ATen's exported at::native::mkldnn_matmul, bound weakly: a torch without it
 // (or with another signature) keeps MKL. LSTM_EXT_GEMM=aten forces MKL
