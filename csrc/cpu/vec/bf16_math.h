@@ -32,6 +32,9 @@
 
 #include "bf16_kernels.h"
 #include "cell_math.h"
+#if defined(LSTM_EXT_BF16_AMX)
+#include "amx_tiles.h"
+#endif
 
 namespace lstm_ext::cpu::vec::CPU_CAPABILITY {
 
@@ -238,27 +241,9 @@ inline void dp_group(int64_t rows, const bf16* A, int64_t lda, int64_t K, const 
 
 #if defined(LSTM_EXT_BF16_AMX)
 
-// AMX: tiles 0-3 accumulate float32 sums (16 x 16 each), tiles 4-5 hold 16
-// rows x 32 k of A, tiles 6-7 hold 16 pairs x 16 columns of B.
-struct TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-
-// Loads this thread's tile configuration (the tile state is per thread and
-// other libraries -- oneDNN -- configure their own between our calls).
-inline void amx_configure() {
-  TileConfig cfg{};
-  cfg.palette_id = 1;
-  for (int t = 0; t < 8; ++t) {
-    cfg.rows[t] = 16;
-    cfg.colsb[t] = 64;
-  }
-  _tile_loadconfig(&cfg);
-}
+// AMX (amx_tiles.h: the configuration): tiles 0-3 accumulate float32 sums
+// (16 x 16 each), tiles 4-5 hold 16 rows x 32 k of A, tiles 6-7 hold 16 pairs
+// x 16 columns of B.
 
 // Bytes between pair rows of a packed group (64 columns x 2): a B tile's stride.
 constexpr int64_t kPanelStride = kBf16GroupCols * 2 * sizeof(bf16);

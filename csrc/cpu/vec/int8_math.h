@@ -33,6 +33,9 @@
 #include "../step_team.h"
 #include "cell_math.h"
 #include "int8_kernels.h"
+#if defined(LSTM_EXT_INT8_AMX)
+#include "amx_tiles.h"
+#endif
 
 namespace lstm_ext::cpu::vec::CPU_CAPABILITY {
 
@@ -259,27 +262,9 @@ inline void i8_dp_group(int64_t rows, const uint8_t* A, int64_t lda, int64_t kpa
 
 #if defined(LSTM_EXT_INT8_AMX)
 
-// AMX: tiles 0-3 accumulate the 4 x 16 columns of a group for 16 rows, tile
-// 4 holds 16 rows x 64 k of A, tiles 5 and 6 alternate for B.
-struct I8TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-
-// Loads this thread's tile configuration (the tile state is per thread, and
-// oneDNN or the bf16 kernels configure their own between our calls).
-inline void i8_amx_configure() {
-  I8TileConfig cfg{};
-  cfg.palette_id = 1;
-  for (int t = 0; t < 7; ++t) {
-    cfg.rows[t] = 16;
-    cfg.colsb[t] = 64;
-  }
-  _tile_loadconfig(&cfg);
-}
+// AMX (amx_tiles.h: the configuration): tiles 0-3 accumulate the 4 x 16
+// columns of a group for 16 rows, tile 4 holds 16 rows x 64 k of A, tiles 5
+// and 6 alternate for B.
 
 // 16 rows of A (kpad bytes each, a multiple of 64) against one group:
 // partial (16 x 64 int32, row stride 64) = the sums.
@@ -328,7 +313,7 @@ inline void i8_group_sums(int64_t rows, const uint8_t* A, int64_t kpad, const in
 // configuration) and closes it (AMX: release of the tile state).
 struct I8TileScope {
 #if defined(LSTM_EXT_INT8_AMX)
-  I8TileScope() { i8_amx_configure(); }
+  I8TileScope() { amx_configure(); }
   ~I8TileScope() { _tile_release(); }
 #endif
 };
