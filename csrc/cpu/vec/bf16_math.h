@@ -248,15 +248,7 @@ inline void dp_group(int64_t rows, const bf16* A, int64_t lda, int64_t K, const 
 // Bytes between pair rows of a packed group (64 columns x 2): a B tile's stride.
 constexpr int64_t kPanelStride = kBf16GroupCols * 2 * sizeof(bf16);
 
-// The C tiles 0-3 from memory (tile t from c[t], ld floats between rows), or
-// zero, and back.
-inline void amx_c_load(const float* const (&c)[4], int64_t ld) {
-  const int64_t stride = ld * int64_t(sizeof(float));
-  _tile_loadd(0, c[0], stride);
-  _tile_loadd(1, c[1], stride);
-  _tile_loadd(2, c[2], stride);
-  _tile_loadd(3, c[3], stride);
-}
+// The C tiles 0-3 set to zero, and stored (tile t to c[t], ld floats between rows).
 inline void amx_c_zero() {
   _tile_zero(0);
   _tile_zero(1);
@@ -309,8 +301,7 @@ inline void amx_dp_2x2(const bf16* a0, const bf16* a1, int64_t a_stride, int64_t
 
 #endif
 
-// Rounds up to whole AMX tiles: rows to 16 (pairs of tiles: 32), K to 32.
-inline int64_t round_rows(int64_t rows) { return (rows + 15) / 16 * 16; }
+// Rounds up to whole AMX tiles: rows to pairs of tiles (32), K to 32.
 inline int64_t round_pairs(int64_t rows) { return (rows + 31) / 32 * 32; }
 inline int64_t round_k(int64_t K) { return (K + 31) / 32 * 32; }
 
