@@ -105,15 +105,25 @@ test-sanitize: install $(SAN_LIB)
 	$(PY) -m pytest -q $(OP_TESTS)
 
 TORCH_VERSIONS ?= 2.11.0 2.15.0
+# Each version gets its own environment; with TORCH_MATRIX_CLEAN=1 (CI) it is
+# removed after its run, so that only one CUDA-build torch (4-5 GB) is on disk
+# at a time. pip's cache is off (it would hold the wheels a second time) and
+# triton is left out (tools/torch_requirements.py says why).
+TORCH_MATRIX_CLEAN ?= 0
 test-torch: $(foreach v,$(TORCH_VERSIONS),test-torch-$(v))
 test-torch-%:
+	@df -h . | tail -n 1 | awk '{print "disk before torch $*: " $$4 " free"}'
 	test -x .venv-torch-$*/bin/python || $(PYTHON) -m venv .venv-torch-$*
-	.venv-torch-$*/bin/python -m pip install --quiet "torch==$*" numpy \
-		"setuptools>=64" wheel ninja pytest expecttest
+	.venv-torch-$*/bin/python -m pip install --quiet --no-cache-dir --no-deps "torch==$*"
+	.venv-torch-$*/bin/python -m pip install --quiet --no-cache-dir packaging
+	mkdir -p build && .venv-torch-$*/bin/python tools/torch_requirements.py > build/torch-$*.requirements
+	.venv-torch-$*/bin/python -m pip install --quiet --no-cache-dir -r build/torch-$*.requirements \
+		numpy "setuptools>=64" wheel ninja pytest expecttest
 	PATH="$(abspath .venv-torch-$*)/bin:$$PATH" .venv-torch-$*/bin/python setup.py --quiet \
 		build_ext --build-temp build/torch-$*/temp --build-lib build/torch-$*/lib
 	PYTHONPATH=$(CURDIR) LSTM_EXT_LIBRARY=$(CURDIR)/build/torch-$*/lib/lstm_ext/_C.abi3.so \
 		.venv-torch-$*/bin/python -m pytest -q -p no:cacheprovider $(OP_TESTS)
+	@if [ "$(TORCH_MATRIX_CLEAN)" = 1 ]; then rm -rf .venv-torch-$* build/torch-$* build/torch-$*.requirements; fi
 
 bench: install
 	$(PY) benchmarks/bench_cell.py
