@@ -64,6 +64,16 @@ TORCH_LIBRARY(lstm_ext, m) {
       "lstm_layer_forward(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, "
       "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? lengths, Tensor? w_hr=None) -> "
       "(Tensor output, Tensor hy, Tensor cy, Tensor gates, Tensor cs)");
+  // lstm_layer_forward without what only the backward reads: output, hy, cy,
+  // bit for bit the same, but neither the activated gates nor every step's c
+  // are kept (a bf16 layer then writes a quarter less memory; cpu/bf16/
+  // lstm_bf16.cpp). No gradient: with grad mode on, inputs that require grad
+  // are refused. lstm_ext.ops.lstm_layer (so nn.LSTM's forward) calls it when
+  // no gradient can be asked for.
+  m.def(
+      "lstm_layer_inference(Tensor input, Tensor hx, Tensor cx, Tensor w_ih, "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? lengths, Tensor? w_hr=None) -> "
+      "(Tensor output, Tensor hy, Tensor cy)");
   // Backpropagation through time for lstm_layer_forward; grad_w_hr is undefined
   // without w_hr.
   m.def(

@@ -80,6 +80,12 @@ inline const Op<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>(
     const std::optional<Tensor>& lengths, const std::optional<Tensor>& w_hr)>
     lstm_layer_forward{"lstm_ext::lstm_layer_forward"};
 
+inline const Op<std::tuple<Tensor, Tensor, Tensor>(
+    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
+    const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
+    const std::optional<Tensor>& lengths, const std::optional<Tensor>& w_hr)>
+    lstm_layer_inference{"lstm_ext::lstm_layer_inference"};
+
 inline const Op<std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
     const std::optional<Tensor>& grad_output, const std::optional<Tensor>& grad_hy,
     const std::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx,

@@ -95,6 +95,20 @@ def _layer_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths, w_hr=Non
     )
 
 
+@torch.library.register_fake("lstm_ext::lstm_layer_inference")
+def _layer_inference_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths, w_hr=None):
+    _check_devices("lstm_layer_inference", lengths, input=input, hx=hx, cx=cx, w_ih=w_ih,
+                   w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr)
+    steps, batch = input.shape[0], input.shape[1]
+    hidden = w_hh.shape[0] // 4
+    proj = w_hr.shape[0] if w_hr is not None else hidden
+    return (
+        input.new_empty((steps, batch, proj)),
+        input.new_empty((batch, proj)),
+        input.new_empty((batch, hidden)),
+    )
+
+
 @torch.library.register_fake("lstm_ext::lstm_layer_backward")
 def _layer_backward_fake(grad_output, grad_hy, grad_cy, input, hx, cx, w_ih, w_hh,
                          output, gates, cs, lengths, w_hr, output_mask):
@@ -140,10 +154,32 @@ def lstm_layer(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor
     valid steps; later steps output zeros and leave the state alone. ``w_hr
     (P, H)`` projects h to P features (torch.nn.LSTM's ``proj_size``): then
     ``hx``, ``h_n`` and ``output`` have P features and ``w_hh`` is ``(4H, P)``.
+
+    When no gradient can be asked for (grad mode off, or no argument requires
+    grad) it runs ``lstm_layer_inference``, which keeps nothing for a backward:
+    the same results, bit for bit, with less memory written.
     """
-    out, hy, cy, _, _ = torch.ops.lstm_ext.lstm_layer_forward(input, hx, cx, w_ih, w_hh, b_ih,
-                                                              b_hh, lengths, w_hr)
-    return out, hy, cy
+    if _needs_grad(input, hx, cx, w_ih, w_hh, b_ih, b_hh, w_hr):
+        out, hy, cy, _, _ = torch.ops.lstm_ext.lstm_layer_forward(input, hx, cx, w_ih, w_hh,
+                                                                  b_ih, b_hh, lengths, w_hr)
+        return out, hy, cy
+    return torch.ops.lstm_ext.lstm_layer_inference(input, hx, cx, w_ih, w_hh, b_ih, b_hh,
+                                                   lengths, w_hr)
+
+
+def _needs_grad(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_hh: Tensor,
+                b_ih: Optional[Tensor], b_hh: Optional[Tensor], w_hr: Optional[Tensor]) -> bool:
+    """Whether autograd would record a layer call with these arguments."""
+    if not torch.is_grad_enabled():
+        return False
+    if input.requires_grad or hx.requires_grad or cx.requires_grad or w_ih.requires_grad \
+            or w_hh.requires_grad:
+        return True
+    if b_ih is not None and b_ih.requires_grad:
+        return True
+    if b_hh is not None and b_hh.requires_grad:
+        return True
+    return w_hr is not None and w_hr.requires_grad
 
 
 def lstm_layer_int8(input: Tensor, hx: Tensor, cx: Tensor, w_ih: Tensor, w_ih_scale: Tensor,

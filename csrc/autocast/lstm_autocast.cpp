@@ -52,8 +52,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
                                  cast(b_ih), cast(b_hh), lengths, w_hr);
 }
 
+std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference(
+    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
+    const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
+    const std::optional<Tensor>& lengths, const std::optional<Tensor>& w_hr) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+  if (w_hr.has_value() && w_hr->defined()) {  // as lstm_layer_forward
+    return ops::lstm_layer_inference(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths, w_hr);
+  }
+  return ops::lstm_layer_inference(cast(input), cast(hx), cast(cx), cast(w_ih), cast(w_hh),
+                                   cast(b_ih), cast(b_hh), lengths, w_hr);
+}
+
 LSTM_EXT_IMPL(AutocastCPU, lstm_cell_forward, lstm_cell_forward)
 LSTM_EXT_IMPL(AutocastCPU, lstm_layer_forward, lstm_layer_forward)
+LSTM_EXT_IMPL(AutocastCPU, lstm_layer_inference, lstm_layer_inference)
 
 } // namespace
 } // namespace lstm_ext::autocast

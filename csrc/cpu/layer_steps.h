@@ -52,17 +52,21 @@ inline LayerSizes layer_sizes(const char* op, const at::Tensor& input, const at:
   return s;
 }
 
-// Each row's value at its own last step: rows[b] = seq[len_b - 1, b].
+// Each row's value at its own last step: rows[b] = seq[len_b - 1, b]. With
+// ring > 0, seq holds only `ring` steps, step t in slot t % ring (an
+// inference layer keeps the cell state of two steps, not of all T); a row
+// that has ended is never written again, so its slot still holds its value.
 inline at::Tensor last_step(const at::Tensor& seq, const LayerSizes& s,
-                            const at::Tensor& initial) {
+                            const at::Tensor& initial, int64_t ring = 0) {
+  auto slot = [&](int64_t t) { return seq[ring > 0 ? t % ring : t]; };
   if (s.steps == 0) return initial.clone();
-  if (!s.padded) return seq[s.steps - 1].clone();
+  if (!s.padded) return slot(s.steps - 1).clone();
   at::Tensor out = at::empty_like(initial);
   for (int64_t t = 0; t < s.steps; ++t) {
     const int64_t n_now = s.batch_sizes[t];
     const int64_t n_next = t + 1 < s.steps ? s.batch_sizes[t + 1] : 0;
     if (n_now > n_next) {  // rows [n_next, n_now) end at step t
-      out.narrow(0, n_next, n_now - n_next).copy_(seq[t].narrow(0, n_next, n_now - n_next));
+      out.narrow(0, n_next, n_now - n_next).copy_(slot(t).narrow(0, n_next, n_now - n_next));
     }
   }
   return out;

@@ -124,17 +124,22 @@ void projected_forward_steps(const LayerSizes& s, const Tensor& w_hh, const Tens
   }
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
-    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
-    const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
-    const std::optional<Tensor>& lengths, const std::optional<Tensor>& w_hr) {
+// lstm_layer_forward, and with save = false lstm_layer_inference: then the
+// cell state of two steps is kept (cs a ring of 2 slots; last_step reads a
+// row's c from its slot), not of all T, and gates and cs are not returned
+// (undefined). The gates buffer stays: it holds the input projection.
+// output, hy and cy are the same either way, bit for bit.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
+    const char* op, bool save, const Tensor& input, const Tensor& hx, const Tensor& cx,
+    const Tensor& w_ih, const Tensor& w_hh, const std::optional<Tensor>& b_ih,
+    const std::optional<Tensor>& b_hh, const std::optional<Tensor>& lengths,
+    const std::optional<Tensor>& w_hr) {
   if (input.defined() && input.scalar_type() == at::kBFloat16) {
-    TORCH_CHECK(!(w_hr.has_value() && w_hr->defined()),
-                "lstm_layer_forward: a projection (w_hr, proj_size > 0) is not supported in "
+    TORCH_CHECK(!(w_hr.has_value() && w_hr->defined()), op,
+                ": a projection (w_hr, proj_size > 0) is not supported in "
                 "bfloat16; use float32 or float64");
-    return bf16::lstm_layer_forward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths);
+    return bf16::lstm_layer_forward(op, save, input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths);
   }
-  constexpr const char* op = "lstm_layer_forward";
   const LayerSizes s = check_layer_args(op, input, hx, cx, w_ih, w_hh, lengths, w_hr);
   const auto dtype = input.scalar_type();
   check_biases(op, b_ih, b_hh, s.hidden, dtype);
@@ -150,7 +155,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   // Padded steps must read as zeros in output; cs is zeroed alike so that no
   // uninitialised memory is ever handed out.
   Tensor output = cached_empty({T, B, P}, input.options());
-  Tensor cs = cached_empty({T, B, H}, input.options());
+  // The projected steps index cs by step (their pointwise pass's c_prev).
+  const int64_t ring = save || s.projected ? 0 : 2;
+  Tensor cs = cached_empty({ring > 0 ? std::min<int64_t>(T, ring) : T, B, H}, input.options());
   if (s.padded) {
     output.zero_();
     cs.zero_();
@@ -161,7 +168,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   const Tensor w_hh_c = w_hh.contiguous();
   const bool fused = config().step_kernels;
 
-  AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
+  AT_DISPATCH_FLOATING_TYPES(dtype, "lstm_layer_forward", [&] {  // dtype checked above
     Tensor keep_ih, keep_hh;
     const scalar_t* bias_ih = optional_data<scalar_t>(b_ih, keep_ih);
     const scalar_t* bias_hh = optional_data<scalar_t>(b_hh, keep_hh);
@@ -184,31 +191,52 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
       packed = at::empty({vec::step_weights_size<scalar_t>(H)}, input.options());
       vec::pack_step_weights<scalar_t>(w_hh_p, H, packed.data_ptr<scalar_t>());
     }
+    auto slot = [ring](int64_t t) { return ring > 0 ? t % ring : t; };
     run_steps(fused, [&] {
       for (int64_t t = 0; t < T; ++t) {
         const int64_t n = s.batch_sizes[t];
         scalar_t* g = gates_p + t * B * 4 * H;
         const scalar_t* h_prev = t == 0 ? h0.data_ptr<scalar_t>() : out_p + (t - 1) * B * H;
-        const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H;
+        const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : cs_p + slot(t - 1) * B * H;
+        scalar_t* c_next = cs_p + slot(t) * B * H;
         if (fused) {
           vec::fused_forward_step<scalar_t>({g, packed.data_ptr<scalar_t>(), h_prev, c_prev,
-                                             cs_p + t * B * H, out_p + t * B * H, bias_ih,
+                                             c_next, out_p + t * B * H, bias_ih,
                                              bias_hh, n, H});
           continue;
         }
         const Tensor h_rows = t == 0 ? h0.narrow(0, 0, n) : output[t - 1].narrow(0, 0, n);
         matmul(h_rows, w_hh_t, gates[t].narrow(0, 0, n), 1.0);
         vec::forward_pointwise<scalar_t>({{n, H, vec::kLayerElementsPerThread}, g, bias_ih,
-                                          bias_hh, c_prev, cs_p + t * B * H, out_p + t * B * H});
+                                          bias_hh, c_prev, c_next, out_p + t * B * H});
       }
     });
   });
   Tensor hy = last_step(output, s, h0);
-  Tensor cy = last_step(cs, s, c0);
+  Tensor cy = last_step(cs, s, c0, ring);
+  if (!save) return {output, hy, cy, Tensor(), Tensor()};
   return {output, hy, cy, gates, cs};
 }
 
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
+    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
+    const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
+    const std::optional<Tensor>& lengths, const std::optional<Tensor>& w_hr) {
+  return layer_forward("lstm_layer_forward", true, input, hx, cx, w_ih, w_hh, b_ih, b_hh,
+                       lengths, w_hr);
+}
+
+std::tuple<Tensor, Tensor, Tensor> lstm_layer_inference(
+    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
+    const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
+    const std::optional<Tensor>& lengths, const std::optional<Tensor>& w_hr) {
+  auto [output, hy, cy, gates, cs] = layer_forward("lstm_layer_inference", false, input, hx, cx,
+                                                   w_ih, w_hh, b_ih, b_hh, lengths, w_hr);
+  return {output, hy, cy};
+}
+
 LSTM_EXT_IMPL(CPU, lstm_layer_forward, lstm_layer_forward)
+LSTM_EXT_IMPL(CPU, lstm_layer_inference, lstm_layer_inference)
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
     const std::optional<Tensor>& grad_output, const std::optional<Tensor>& grad_hy,

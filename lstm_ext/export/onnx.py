@@ -6,7 +6,9 @@ batch and sequence axes), checks that every lstm_ext op in the graph can be
 expressed in ONNX, and converts it with torch's ONNX exporter (onnxscript),
 given ``onnx_translation_table()``:
 
-* ``lstm_ext::lstm_layer_forward`` (one direction of one layer) -> one
+* ``lstm_ext::lstm_layer_forward`` and ``lstm_layer_inference`` (one
+  direction of one layer; which one a graph holds depends on grad mode when it
+  was traced) -> one
   forward-direction ONNX ``LSTM``. Gates are reordered from ours (i, f, g, o,
   as torch.nn.LSTM) to ONNX's (i, o, f, c) in W (4H, I) and R (4H, H); the bias
   is ``[b_ih, b_hh]`` (8H); states gain ONNX's leading num_directions axis;
@@ -43,7 +45,7 @@ ONNX_FORMAT = "lstm_ext.onnx/1"
 # reads: a graph that uses them is a training graph, which ONNX's LSTM cannot give.
 _SAVED_OUTPUTS = {"lstm_layer_forward": {3: "gates", 4: "cs"},
                   "lstm_cell_forward": {2: "gates"}}
-_TRANSLATED = ("lstm_layer_forward", "lstm_cell_forward", "gemm")
+_TRANSLATED = ("lstm_layer_forward", "lstm_layer_inference", "lstm_cell_forward", "gemm")
 
 
 def _onnxscript():
@@ -106,6 +108,10 @@ def _layer_forward(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None
     return out, op.Squeeze(y_h, [0]), op.Squeeze(y_c, [0]), out, out
 
 
+def _layer_inference(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, w_hr=None):
+    return _layer_forward(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths, w_hr)[:3]
+
+
 def _cell_forward(input, hx, cx, w_ih, w_hh, b_ih=None, b_hh=None):
     op = _onnxscript()
     _, y_h, y_c = _onnx_lstm(op, op.Unsqueeze(input, [0]), hx, cx, w_ih, w_hh, b_ih, b_hh, None)
@@ -123,6 +129,7 @@ def onnx_translation_table() -> Dict[object, object]:
     (``check_graph``): the translations assume what it checks."""
     ops = torch.ops.lstm_ext
     return {ops.lstm_layer_forward.default: _layer_forward,
+            ops.lstm_layer_inference.default: _layer_inference,
             ops.lstm_cell_forward.default: _cell_forward,
             ops.gemm.default: _gemm}
 
@@ -151,7 +158,8 @@ def check_graph(graph: torch.fx.Graph) -> None:
         if name not in _TRANSLATED:
             raise ExportError(
                 f"lstm_ext::{name} cannot be exported to ONNX (only inference graphs: "
-                "lstm_layer_forward, lstm_cell_forward and gemm have ONNX forms); "
+                "lstm_layer_forward, lstm_layer_inference, lstm_cell_forward and gemm have ONNX "
+                "forms); "
                 "export the module in eval mode, without gradients")
         args = _arguments(node)
         for proj in ("w_hr", "weight_hr", "proj"):

@@ -2,7 +2,7 @@
 
 Each layer and direction is one call of ``ops.lstm_layer`` (the whole sequence
 in one C++ op, ``torch.ops.lstm_ext.lstm_layer_forward``, with a fused backward
-through time). Layers, directions, dropout, batch_first, unbatched input and
+through time; ``lstm_layer_inference`` when no gradient can be asked for). Layers, directions, dropout, batch_first, unbatched input and
 PackedSequence are composed here, exactly as ``torch.nn.LSTM`` defines them.
 """
 import math

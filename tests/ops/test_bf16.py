@@ -158,6 +158,21 @@ def test_opcheck_bf16():
     tests = ("test_schema", "test_faketensor", "test_autograd_registration")
     torch.library.opcheck(torch.ops.lstm_ext.lstm_layer_forward.default, layer, test_utils=tests)
     torch.library.opcheck(torch.ops.lstm_ext.lstm_cell_forward.default, cell, test_utils=tests)
+    torch.library.opcheck(torch.ops.lstm_ext.lstm_layer_inference.default, layer,
+                          test_utils=tests)
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=_layer_id)
+def test_layer_inference_op_bitwise(case):
+    """The inference op (no gates stored, c in a ring of two steps) gives the
+    forward op's output, h_n and c_n bit for bit, rows ending early included."""
+    steps, batch, input_size, hidden, bias, lengths = case
+    args = [a if a is None else a.to(BF16)
+            for a in layer_args(steps, batch, input_size, hidden, dtype=torch.float32, bias=bias)]
+    lens = None if lengths is None else torch.tensor(lengths)
+    torch.testing.assert_close(torch.ops.lstm_ext.lstm_layer_inference(*args, lens),
+                               torch.ops.lstm_ext.lstm_layer_forward(*args, lens)[:3],
+                               rtol=0, atol=0)
 
 
 # -- against torch.nn in bf16 -----------------------------------------------------------------
@@ -305,7 +320,8 @@ def test_autocast_keeps_float64_and_off_keeps_float32():
 def test_autocast_float16_is_refused():
     args = layer_args(3, 2, 4, 5, dtype=torch.float32)
     with torch.autocast("cpu", dtype=torch.float16):
-        with pytest.raises(RuntimeError, match="lstm_layer_forward: float16 .* not supported"):
+        # no argument requires grad: lstm_layer runs the inference op
+        with pytest.raises(RuntimeError, match="lstm_layer_inference: float16 .* not supported"):
             lstm_ext.lstm_layer(*args)
 
 
@@ -316,7 +332,7 @@ def test_autocast_float16_is_refused():
 def test_float16_error_names_op_and_dtype(op):
     if op == "layer":
         args = [a.half() for a in layer_args(3, 2, 4, 5)]
-        fn, name = lstm_ext.lstm_layer, "lstm_layer_forward"
+        fn, name = lstm_ext.lstm_layer, "lstm_layer_inference"  # nothing requires grad
     else:
         args = [a.half() for a in make_cell_args(2, 4, 5)]
         fn, name = lstm_ext.lstm_cell, "lstm_cell_forward"
@@ -414,6 +430,9 @@ def test_fallback_builds(capability):
         "leaves = [a.requires_grad_() for a in args];"
         "out = lstm_ext.lstm_layer(*leaves, lengths=torch.tensor([6, 6, 5, 5, 4, 3, 2, 2, 1]));"
         "sum(o.float().sum() for o in out).backward();"
+        "inf = torch.ops.lstm_ext.lstm_layer_inference(*[a.detach() for a in args],"
+        " torch.tensor([6, 6, 5, 5, 4, 3, 2, 2, 1]));"
+        "assert all(torch.equal(a, b) for a, b in zip(inf, out)), 'inference op differs';"
         "torch.save([o.detach() for o in out] + [a.grad for a in leaves], sys.argv[1]);"
         "print(torch.ops.lstm_ext.bf16_kernel_build())"
     ).format(tests=TESTS)

@@ -40,6 +40,71 @@ def test_opcheck(sample):
     torch.library.opcheck(op.lstm_layer_forward.default, leaf(sample.args))
 
 
+@pytest.mark.parametrize("sample", params(SAMPLES))
+def test_inference_op_matches_forward_bitwise(sample):
+    """lstm_layer_inference keeps nothing for a backward but computes the same
+    output, h_n and c_n, bit for bit, with finite values and with NaN and inf
+    (which then propagate alike)."""
+    args = list(sample.args)
+    torch.testing.assert_close(op.lstm_layer_inference(*args),
+                               op.lstm_layer_forward(*args)[:3], rtol=0, atol=0)
+    poisoned = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    poisoned[0][0, 0, 0] = float("nan")
+    poisoned[4][1, 0] = float("inf")
+    torch.testing.assert_close(op.lstm_layer_inference(*poisoned),
+                               op.lstm_layer_forward(*poisoned)[:3], rtol=0, atol=0,
+                               equal_nan=True)
+
+
+@pytest.mark.parametrize("sample", params(SAMPLES))
+def test_opcheck_inference(sample):
+    torch.library.opcheck(op.lstm_layer_inference.default, sample.args)
+
+
+def test_inference_op_refuses_gradients():
+    args = leaf(layer_args(4, 3, 2, 3))
+    with pytest.raises(RuntimeError, match=r"lstm_layer_inference: is inference-only .* but "
+                                           r"input requires grad; run it under torch.no_grad"):
+        op.lstm_layer_inference(*args, None)
+    with torch.no_grad():
+        out = op.lstm_layer_inference(*args, None)
+    assert not any(t.requires_grad for t in out)
+
+
+def _layer_ops_called(fn):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    called = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.namespace == "lstm_ext":
+                called.append(func._opname)
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        fn()
+    return called
+
+
+def test_lstm_layer_runs_the_inference_op_when_no_gradient_can_be_asked_for():
+    args = layer_args(4, 3, 2, 3)
+    with torch.no_grad():
+        assert _layer_ops_called(lambda: lstm_ext.lstm_layer(*args)) == ["lstm_layer_inference"]
+    with torch.inference_mode():
+        assert _layer_ops_called(lambda: lstm_ext.lstm_layer(*args)) == ["lstm_layer_inference"]
+    assert _layer_ops_called(lambda: lstm_ext.lstm_layer(*args)) == ["lstm_layer_inference"]
+    for k in range(len(args)):
+        with_grad = [a.detach().requires_grad_(i == k) for i, a in enumerate(args)]
+        assert _layer_ops_called(lambda: lstm_ext.lstm_layer(*with_grad)) == \
+            ["lstm_layer_forward"], k
+    module = lstm_ext.LSTM(2, 3)
+    x = torch.randn(4, 3, 2)
+    assert _layer_ops_called(lambda: module(x)) == ["lstm_layer_forward"]
+    with torch.no_grad():
+        assert _layer_ops_called(lambda: module(x)) == ["lstm_layer_inference"]
+
+
 @pytest.mark.parametrize("sample", params(layer_backward_samples()))
 def test_opcheck_backward(sample):
     torch.library.opcheck(op.lstm_layer_backward.default, sample.args)

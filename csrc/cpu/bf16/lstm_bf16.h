@@ -22,8 +22,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
     const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
     const Tensor& w_hh, const Tensor& gates, const Tensor& cy, std::array<bool, 6> output_mask);
 
+// op: the name errors give (lstm_layer_forward or lstm_layer_inference); with
+// save = false (lstm_layer_inference) gates and cs come back undefined and are
+// never stored (see lstm_bf16.cpp).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
-    const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
+    const char* op, bool save, const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
     const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
     const std::optional<Tensor>& lengths);
 

@@ -31,11 +31,11 @@
 // No gradient: the Autograd kernel below refuses inputs that require grad
 // while grad mode is on (quantized weights have no useful gradient).
 #include <ATen/ATen.h>
-#include <ATen/core/grad_mode.h>
 #include <torch/library.h>
 
 #include <vector>
 
+#include "../../autograd/inference_only.h"
 #include "../../ops.h"
 #include "../buffer_cache.h"
 #include "../checks.h"
@@ -205,17 +205,11 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_forward_int8_autograd(
     const Tensor& input, const Tensor& hx, const Tensor& cx, const Tensor& w_ih,
     const Tensor& w_ih_scale, const Tensor& w_hh, const Tensor& w_hh_scale,
     const std::optional<Tensor>& bias, const std::optional<Tensor>& lengths) {
-  if (at::GradMode::is_enabled()) {
-    const std::pair<const char*, const Tensor*> args[] = {
-        {"input", &input}, {"hx", &hx}, {"cx", &cx}, {"w_ih_scale", &w_ih_scale},
-        {"w_hh_scale", &w_hh_scale}, {"bias", bias.has_value() ? &*bias : nullptr}};
-    for (const auto& [name, t] : args) {
-      TORCH_CHECK(t == nullptr || !t->defined() || !t->requires_grad(), kOp,
-                  ": is inference-only (int8 weights have no gradient), but ", name,
-                  " requires grad; run it under torch.no_grad() / torch.inference_mode(), "
-                  "or detach() the inputs");
-    }
-  }
+  using autograd::optional_arg;
+  autograd::refuse_grad(kOp, "int8 weights have no gradient",
+                        {{"input", &input}, {"hx", &hx}, {"cx", &cx},
+                         {"w_ih_scale", &w_ih_scale}, {"w_hh_scale", &w_hh_scale},
+                         {"bias", optional_arg(bias)}});
   at::AutoDispatchBelowADInplaceOrView guard;
   return ops::lstm_layer_forward_int8(input, hx, cx, w_ih, w_ih_scale, w_hh, w_hh_scale, bias,
                                       lengths);

@@ -93,7 +93,7 @@ LSTM_EXT_DECLARE_BF16_KERNEL(bf16_pack_cols, void(const bf16* b, int64_t K, int6
 // input projection in each step's product keeps the pre-activations float32
 // sums without a float32 (T, B, 4H) buffer (bf16_math.h: group_sums).
 struct StepForwardBf16 {
-  bf16* gates;              // (rows, 4H): activated gates out
+  bf16* gates;              // (rows, 4H): activated gates out, or nullptr (not kept)
   const bf16* w_ih_packed;  // bf16_pack_gates(W_ih, H, I)
   const bf16* w_hh_packed;  // bf16_pack_gates(W_hh, H, H)
   const bf16* x;            // (rows, I): this step's input

@@ -504,7 +504,7 @@ inline void sigmoid_n(__m512 (&v)[N], unsigned doubled) {
 // The cell update of one block of n (<= 16) hidden units for rows [0, rows):
 // sums the pre-activation sums (row r's gate q at sums + 64 r + 16 q), bias
 // at the block or nullptr; row r's activated gates go to g + r * 4H (gate q
-// at + q H, bf16), its states to c_next/h_next + r * ld (c_prev alike). One
+// at + q H, bf16) unless g is nullptr (inference: not kept), its states to c_next/h_next + r * ld (c_prev alike). One
 // call per block with the row loop inside, so that the constants of the
 // activations are set up once per block, not once per row (measured: a call
 // per row spent a fifth of the update in entry and set-up).
@@ -547,11 +547,13 @@ inline void cell_update_bf16(int64_t rows, bf16* g, int64_t H, const float* sums
       __m512 tc[2] = {c[0], c[1]};
       sigmoid_n<2>(tc, 0x3);
       for (int k = 0; k < 2; ++k) {
-        bf16* gr = g + (r + k) * 4 * H;
-        put(v[4 * k], gr);
-        put(v[4 * k + 1], gr + H);
-        put(v[4 * k + 2], gr + 2 * H);
-        put(v[4 * k + 3], gr + 3 * H);
+        if (g != nullptr) {
+          bf16* gr = g + (r + k) * 4 * H;
+          put(v[4 * k], gr);
+          put(v[4 * k + 1], gr + H);
+          put(v[4 * k + 2], gr + 2 * H);
+          put(v[4 * k + 3], gr + 3 * H);
+        }
         _mm512_storeu_ps(c_next + (r + k) * ld, c[k]);
         put(_mm512_mul_ps(v[4 * k + 3], _mm512_fmsub_ps(two, tc[k], one)),
             h_next + (r + k) * ld);
@@ -568,11 +570,13 @@ inline void cell_update_bf16(int64_t rows, bf16* g, int64_t H, const float* sums
       __m512 c = _mm512_fmadd_ps(v[1], _mm512_loadu_ps(c_prev + r * ld), _mm512_mul_ps(v[0], v[2]));
       __m512 tc[1] = {c};
       sigmoid_n<1>(tc, 0x1);
-      bf16* gr = g + r * 4 * H;
-      put(v[0], gr);
-      put(v[1], gr + H);
-      put(v[2], gr + 2 * H);
-      put(v[3], gr + 3 * H);
+      if (g != nullptr) {
+        bf16* gr = g + r * 4 * H;
+        put(v[0], gr);
+        put(v[1], gr + H);
+        put(v[2], gr + 2 * H);
+        put(v[3], gr + 3 * H);
+      }
       _mm512_storeu_ps(c_next + r * ld, c);
       put(_mm512_mul_ps(v[3], _mm512_fmsub_ps(two, tc[0], one)), h_next + r * ld);
     }
@@ -581,7 +585,6 @@ inline void cell_update_bf16(int64_t rows, bf16* g, int64_t H, const float* sums
 #endif
   for (int64_t r = 0; r < rows; ++r) {
     const float* sr = sums + r * 64;
-    bf16* gr = g + r * 4 * H;
     float pre[4][kBf16Lanes];
     for (int q = 0; q < 4; ++q) {
       for (int64_t v = 0; v < n; ++v) pre[q][v] = sr[q * kBf16Lanes + v];
@@ -604,7 +607,9 @@ inline void cell_update_bf16(int64_t rows, bf16* g, int64_t H, const float* sums
       store(c, c_next + r * ld + j, m);
       store(o * tanh(c), h + j, m);
     }
-    for (int q = 0; q < 4; ++q) float_to_bf16(pre[q], n, gr + q * H);
+    if (g != nullptr) {
+      for (int q = 0; q < 4; ++q) float_to_bf16(pre[q], n, g + r * 4 * H + q * H);
+    }
     float_to_bf16(h, n, h_next + r * ld);
   }
 }
@@ -626,7 +631,7 @@ inline void bf16_forward_step(const StepForwardBf16& a) {
       const Segment seg[2] = {{a.x, I, I, a.w_ih_packed + grp * group_stride(I)},
                               {a.h_prev, H, H, a.w_hh_packed + grp * group_stride(H)}};
       group_sums(a.rows, seg, partial);
-      cell_update_bf16(a.rows, a.gates + u0, H, partial, a.bias ? a.bias + u0 : nullptr,
+      cell_update_bf16(a.rows, a.gates != nullptr ? a.gates + u0 : nullptr, H, partial, a.bias ? a.bias + u0 : nullptr,
                        a.c_prev + u0, a.c_next + u0, a.h_next + u0, H, n);
     }
   });
