@@ -105,3 +105,29 @@ def test_scripted_bad_input_is_still_clear():
     scripted = torch.jit.script(lstm_ext.LSTMCell(4, 6))
     with pytest.raises(Exception, match=r"expected input of shape \[2, 4\]"):
         scripted(torch.randn(2, 5))
+
+
+def test_scripted_module_runs_the_inference_op_without_grad():
+    """A scripted LSTM keeps lstm_ext.ops.lstm_layer's choice: the inference op
+    (nothing saved for a backward) under no_grad, as a C++ program runs it, and
+    the forward op when a gradient can be asked for; the same results."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    called = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.namespace == "lstm_ext":
+                called.append(func._opname)
+            return func(*args, **(kwargs or {}))
+
+    scripted = torch.jit.script(lstm_ext.LSTM(3, 5, num_layers=2))
+    x = torch.randn(4, 2, 3)
+    with Record():
+        with_grad = scripted(x)[0]
+    assert called == ["lstm_layer_forward"] * 2
+    called.clear()
+    with Record(), torch.no_grad():
+        without = scripted(x)[0]
+    assert called == ["lstm_layer_inference"] * 2
+    torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=0)
