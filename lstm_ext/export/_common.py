@@ -135,8 +135,11 @@ def export_sequence(module: nn.Module, example: Tensor, batch_first: bool, min_s
         try:
             # backed_size_oblivious: a length of 1 somewhere inside (the one
             # change of a 2-value window) stays symbolic instead of being
-            # specialised away.
-            with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+            # specialised away. no_grad: a deployed program never takes a
+            # gradient, so the graph holds lstm_layer_inference, which keeps
+            # nothing for a backward (lstm_ext.ops.lstm_layer).
+            with torch.fx.experimental._config.patch(backed_size_oblivious=True), \
+                    torch.no_grad():
                 ep = torch.export.export(module, (example, *extra_inputs),
                                          dynamic_shapes=shapes)
         except torch._dynamo.exc.UserError as exc:

@@ -163,13 +163,12 @@ def export_pt2(module: nn.Module, path: str, *, input_size: Optional[int] = None
         base["lstm_ext.steps_range"] = "%d,%d" % steps_range
         batch = torch.export.Dim("batch", min=1, max=max_batch)
         programs = {"model": (ep, {})}
-        with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        with torch.fx.experimental._config.patch(backed_size_oblivious=True), torch.no_grad():
             if step:
                 spec, axes = _batch_axes(module, size, dtype)
                 wrapper = _Step(module, spec)
                 x1 = (example[:, 0] if first else example[0]).contiguous()
-                with torch.no_grad():
-                    state = list(wrapper(x1)[1:])
+                state = list(wrapper(x1)[1:])
                 state_dims = tuple({a: batch} if a >= 0 else None for a in axes)
                 programs["step_start"] = (torch.export.export(
                     wrapper, (x1,), dynamic_shapes=({0: batch},)),

@@ -56,7 +56,8 @@ def test_python_package_equals_eager(package):
     forecaster, path, _ = package
     model, meta = artifacts.load_exported(path)
     assert (model.window, model.horizon) == (WINDOW, HORIZON) and meta["window"] == WINDOW
-    assert model.metadata["lstm_ext.ops"].startswith("lstm_ext::lstm_layer_forward")
+    # exported without gradients: the inference op (lstm_ext.ops.lstm_layer)
+    assert model.metadata["lstm_ext.ops"].startswith("lstm_ext::lstm_layer_inference")
     low, high = model.steps_range
     assert low == 2 or low == WINDOW, model.steps_range
     for batch, steps in [(1, WINDOW), (5, 40), (1, max(low, 2)), (3, WINDOW + 1)]:
@@ -203,7 +204,7 @@ def test_app_pt2_bad_input(app, package, tmp_path):
     long_input = "\n".join(str(300 + v / 100) for v in range(high + 1))
     cases = [
         ((pt2, "-", "--op-library", torch_lib), window,
-         "needs op lstm_ext::lstm_layer_forward, which is not registered in this program"),
+         "needs op lstm_ext::lstm_layer_inference, which is not registered in this program"),
         ((pt2, "-", "--op-library", tmp_path / "missing.so"), window,
          "cannot load the op library"),
         ((renamed, "-"), window, "not an AOTInductor .pt2 package"),
