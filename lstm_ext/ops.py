@@ -79,10 +79,11 @@ def _cell_backward_fake(grad_hy, grad_cy, input, hx, cx, w_ih, w_hh, gates, cy, 
     return _backward_fake(input, hx, cx, w_ih, w_hh, output_mask)
 
 
-@torch.library.register_fake("lstm_ext::lstm_layer_forward")
-def _layer_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths, w_hr=None):
-    _check_devices("lstm_layer_forward", lengths, input=input, hx=hx, cx=cx, w_ih=w_ih,
-                   w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr)
+def _layer_outputs(op, input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths, w_hr):
+    """What lstm_layer_forward returns: output, hy, cy, gates, cs (the
+    inference op: the first three)."""
+    _check_devices(op, lengths, input=input, hx=hx, cx=cx, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih,
+                   b_hh=b_hh, w_hr=w_hr)
     steps, batch = input.shape[0], input.shape[1]
     hidden = w_hh.shape[0] // 4
     proj = w_hr.shape[0] if w_hr is not None else hidden
@@ -95,18 +96,16 @@ def _layer_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths, w_hr=Non
     )
 
 
+@torch.library.register_fake("lstm_ext::lstm_layer_forward")
+def _layer_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths, w_hr=None):
+    return _layer_outputs("lstm_layer_forward", input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths,
+                          w_hr)
+
+
 @torch.library.register_fake("lstm_ext::lstm_layer_inference")
 def _layer_inference_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths, w_hr=None):
-    _check_devices("lstm_layer_inference", lengths, input=input, hx=hx, cx=cx, w_ih=w_ih,
-                   w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr)
-    steps, batch = input.shape[0], input.shape[1]
-    hidden = w_hh.shape[0] // 4
-    proj = w_hr.shape[0] if w_hr is not None else hidden
-    return (
-        input.new_empty((steps, batch, proj)),
-        input.new_empty((batch, proj)),
-        input.new_empty((batch, hidden)),
-    )
+    return _layer_outputs("lstm_layer_inference", input, hx, cx, w_ih, w_hh, b_ih, b_hh,
+                          lengths, w_hr)[:3]
 
 
 @torch.library.register_fake("lstm_ext::lstm_layer_backward")

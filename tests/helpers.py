@@ -264,3 +264,21 @@ def gemm_samples() -> List[Sample]:
             for dtype in DTYPES
             for m, k, n in ((1, 1, 1), (5, 7, 3), (64, 33, 17), (3, 300, 5), (250, 0, 4),
                             (0, 3, 2))]
+
+
+def lstm_ext_ops_called(fn) -> List[str]:
+    """Names of the lstm_ext ops that ``fn()`` runs, in order (eager or
+    scripted code alike: both reach the dispatcher)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    called = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.namespace == "lstm_ext":
+                called.append(func._opname)
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        fn()
+    return called

@@ -2,8 +2,9 @@
 
 Each layer and direction is one call of ``ops.lstm_layer`` (the whole sequence
 in one C++ op, ``torch.ops.lstm_ext.lstm_layer_forward``, with a fused backward
-through time; ``lstm_layer_inference`` when no gradient can be asked for). Layers, directions, dropout, batch_first, unbatched input and
-PackedSequence are composed here, exactly as ``torch.nn.LSTM`` defines them.
+through time; ``lstm_layer_inference`` when no gradient can be asked for).
+Layers, directions, dropout, batch_first, unbatched input and PackedSequence
+are composed here, exactly as ``torch.nn.LSTM`` defines them.
 """
 import math
 from typing import List, Optional, Tuple
@@ -15,6 +16,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from .. import ops
 from ._checks import check_float_like, check_supported_device
+from ._flat_weights import FlatWeights
 
 
 def reverse_padded(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
@@ -28,7 +30,7 @@ def reverse_padded(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     return x.gather(0, index.unsqueeze(2).expand_as(x))
 
 
-class LSTM(nn.Module):
+class LSTM(FlatWeights, nn.Module):
     r"""Applies a multi-layer LSTM, computed by lstm_ext's C++ kernels.
 
     Same constructor, parameter names and shapes (``weight_ih_l{k}[_reverse]``,
@@ -44,7 +46,9 @@ class LSTM(nn.Module):
     __constants__ = ["input_size", "hidden_size", "num_layers", "bias", "batch_first",
                      "dropout", "bidirectional", "num_directions", "proj_size"]
     __jit_unused_properties__ = ["all_weights"]
-    _flat_weights: List[Optional[Tensor]]
+    # _flat_weights (_flat_weights.py): five per layer and direction (bias and
+    # projection entries even without them), in the order _run reads them
+    _WEIGHT_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
@@ -100,31 +104,6 @@ class LSTM(nn.Module):
         self._flat_weights = []
         self._init_flat_weights()
         self.reset_parameters()
-
-    def _weight_names(self) -> List[str]:
-        """Parameter names, five per layer and direction (bias and projection
-        entries even without them), in the order _run reads them."""
-        return [f"{kind}_l{layer}{suffix}"
-                for layer in range(self.num_layers) for suffix in self._suffixes()
-                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")]
-
-    def _init_flat_weights(self) -> None:
-        # A plain list of the parameters (None where absent), which
-        # TorchScript can index; getattr with computed names it cannot.
-        self._flat_weights = [getattr(self, n, None) for n in self._weight_names()]
-
-    def __setattr__(self, name, value):
-        super().__setattr__(name, value)
-        if hasattr(self, "_flat_weights") and name in self._weight_names():
-            self._init_flat_weights()
-
-    def _apply(self, fn, recurse=True):
-        result = super()._apply(fn, recurse)
-        self._init_flat_weights()
-        return result
-
-    def _suffixes(self) -> List[str]:
-        return ["", "_reverse"] if self.bidirectional else [""]
 
     @classmethod
     def from_torch(cls, lstm: nn.LSTM) -> "LSTM":

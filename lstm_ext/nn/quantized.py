@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .. import ops
 from ._checks import check_supported_device
+from ._flat_weights import FlatWeights
 from .lstm import LSTM, reverse_padded
 
 
@@ -28,7 +29,7 @@ def quantize_weight(w: Tensor) -> Tuple[Tensor, Tensor]:
     return q.to(torch.int8), scale
 
 
-class QuantizedLSTM(nn.Module):
+class QuantizedLSTM(FlatWeights, nn.Module):
     r"""A multi-layer LSTM for inference with int8 weights (per output channel)
     and activations quantized dynamically per row and step.
 
@@ -41,7 +42,9 @@ class QuantizedLSTM(nn.Module):
 
     __constants__ = ["input_size", "hidden_size", "num_layers", "bias", "batch_first",
                      "dropout", "bidirectional", "num_directions", "proj_size"]
-    _flat_weights: List[Optional[Tensor]]
+    # _flat_weights (_flat_weights.py): buffers, five per layer and direction
+    # (bias even without one), in the order _run reads them
+    _WEIGHT_KINDS = ("weight_ih", "scale_ih", "weight_hh", "scale_hh", "bias")
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
@@ -77,34 +80,6 @@ class QuantizedLSTM(nn.Module):
         self._init_flat_weights()
         self.eval()
 
-    def _suffixes(self) -> List[str]:
-        return ["", "_reverse"] if self.bidirectional else [""]
-
-    def _weight_names(self) -> List[str]:
-        """Buffer names, five per layer and direction (bias even without one),
-        in the order _run reads them."""
-        return [f"{kind}_l{layer}{suffix}"
-                for layer in range(self.num_layers) for suffix in self._suffixes()
-                for kind in ("weight_ih", "scale_ih", "weight_hh", "scale_hh", "bias")]
-
-    def _init_flat_weights(self) -> None:
-        # A plain list of the buffers (None where absent), which TorchScript
-        # can index; getattr with computed names it cannot.
-        self._flat_weights = [getattr(self, n, None) for n in self._weight_names()]
-
-    def __setattr__(self, name, value):
-        super().__setattr__(name, value)
-        if hasattr(self, "_flat_weights") and name in self._weight_names():
-            self._init_flat_weights()
-
-    def _apply(self, fn, recurse=True):
-        result = super()._apply(fn, recurse)
-        self._init_flat_weights()
-        return result
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._init_flat_weights()
 
     @classmethod
     def from_float(cls, lstm: nn.Module) -> "QuantizedLSTM":

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lstm_ext
-from helpers import F32, ROOT, layer_args, make_cell_args
+from helpers import F32, ROOT, layer_args, lstm_ext_ops_called, make_cell_args
 
 MODULES = {
     "cell": (lambda: lstm_ext.LSTMCell(4, 6), lambda: (torch.randn(3, 4),)),
@@ -111,23 +111,14 @@ def test_scripted_module_runs_the_inference_op_without_grad():
     """A scripted LSTM keeps lstm_ext.ops.lstm_layer's choice: the inference op
     (nothing saved for a backward) under no_grad, as a C++ program runs it, and
     the forward op when a gradient can be asked for; the same results."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    called = []
-
-    class Record(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func.namespace == "lstm_ext":
-                called.append(func._opname)
-            return func(*args, **(kwargs or {}))
-
     scripted = torch.jit.script(lstm_ext.LSTM(3, 5, num_layers=2))
     x = torch.randn(4, 2, 3)
-    with Record():
-        with_grad = scripted(x)[0]
-    assert called == ["lstm_layer_forward"] * 2
-    called.clear()
-    with Record(), torch.no_grad():
-        without = scripted(x)[0]
-    assert called == ["lstm_layer_inference"] * 2
-    torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=0)
+    out = {}
+
+    def run(key):
+        out[key] = scripted(x)[0]
+
+    assert lstm_ext_ops_called(lambda: run("with_grad")) == ["lstm_layer_forward"] * 2
+    with torch.no_grad():
+        assert lstm_ext_ops_called(lambda: run("without")) == ["lstm_layer_inference"] * 2
+    torch.testing.assert_close(out["without"], out["with_grad"].detach(), rtol=0, atol=0)

@@ -11,7 +11,7 @@ import torch
 
 import lstm_ext
 from helpers import (ROOT, TESTS, assert_matches_reference, layer_args, layer_backward_samples,
-                     layer_samples, leaf, params)
+                     layer_samples, leaf, lstm_ext_ops_called, params)
 from lstm_ext import reference
 
 op = torch.ops.lstm_ext
@@ -71,38 +71,22 @@ def test_inference_op_refuses_gradients():
     assert not any(t.requires_grad for t in out)
 
 
-def _layer_ops_called(fn):
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    called = []
-
-    class Record(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func.namespace == "lstm_ext":
-                called.append(func._opname)
-            return func(*args, **(kwargs or {}))
-
-    with Record():
-        fn()
-    return called
-
-
 def test_lstm_layer_runs_the_inference_op_when_no_gradient_can_be_asked_for():
     args = layer_args(4, 3, 2, 3)
     with torch.no_grad():
-        assert _layer_ops_called(lambda: lstm_ext.lstm_layer(*args)) == ["lstm_layer_inference"]
+        assert lstm_ext_ops_called(lambda: lstm_ext.lstm_layer(*args)) == ["lstm_layer_inference"]
     with torch.inference_mode():
-        assert _layer_ops_called(lambda: lstm_ext.lstm_layer(*args)) == ["lstm_layer_inference"]
-    assert _layer_ops_called(lambda: lstm_ext.lstm_layer(*args)) == ["lstm_layer_inference"]
+        assert lstm_ext_ops_called(lambda: lstm_ext.lstm_layer(*args)) == ["lstm_layer_inference"]
+    assert lstm_ext_ops_called(lambda: lstm_ext.lstm_layer(*args)) == ["lstm_layer_inference"]
     for k in range(len(args)):
         with_grad = [a.detach().requires_grad_(i == k) for i, a in enumerate(args)]
-        assert _layer_ops_called(lambda: lstm_ext.lstm_layer(*with_grad)) == \
+        assert lstm_ext_ops_called(lambda: lstm_ext.lstm_layer(*with_grad)) == \
             ["lstm_layer_forward"], k
     module = lstm_ext.LSTM(2, 3)
     x = torch.randn(4, 3, 2)
-    assert _layer_ops_called(lambda: module(x)) == ["lstm_layer_forward"]
+    assert lstm_ext_ops_called(lambda: module(x)) == ["lstm_layer_forward"]
     with torch.no_grad():
-        assert _layer_ops_called(lambda: module(x)) == ["lstm_layer_inference"]
+        assert lstm_ext_ops_called(lambda: module(x)) == ["lstm_layer_inference"]
 
 
 @pytest.mark.parametrize("sample", params(layer_backward_samples()))
