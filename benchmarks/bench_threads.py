@@ -1,10 +1,11 @@
 """Threads: one training step (forward + backward with a given output
-gradient) and one inference pass of one layer, float32, lstm_ext.LSTM vs
-torch.nn.LSTM, at 1 and at every thread count up to the machine's, on an idle
-machine and with --busy N busy processes running (a shared CPU: README,
-"Threads"). Each configuration runs in its own process (thread counts are set
-once per process); medians of interleaved rounds.
-Run: python benchmarks/bench_threads.py [--quick] [--busy N]"""
+gradient) and one inference pass of one layer, float32 or bfloat16 (both
+sides), lstm_ext.LSTM vs torch.nn.LSTM, at 1, 2 and the machine's thread count
+(or the counts given), on an idle machine and with --busy N busy processes
+running (a shared CPU: README, "Threads"). Each configuration runs in its own
+process (thread counts are set once per process); medians of interleaved rounds.
+Run: python benchmarks/bench_threads.py [--quick] [--busy N]
+[--dtype {float32,bfloat16}] [--threads 1,4,16] [--shapes 'B,I,H,T;...']"""
 import argparse
 import json
 import multiprocessing
@@ -20,12 +21,13 @@ import json, sys, time, torch
 sys.path.insert(0, HERE)
 import lstm_ext
 from common import interleaved_ms
-threads, B, I, H, T, min_time = [float(v) if "." in v else int(v) for v in sys.argv[1:]]
+dtype = getattr(torch, sys.argv[1])
+threads, B, I, H, T, min_time = [float(v) if "." in v else int(v) for v in sys.argv[2:]]
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-theirs = torch.nn.LSTM(I, H)
+theirs = torch.nn.LSTM(I, H).to(dtype)
 ours = lstm_ext.LSTM.from_torch(theirs)
-x, g = torch.randn(T, B, I), torch.randn(T, B, H)
+x, g = torch.randn(T, B, I, dtype=dtype), torch.randn(T, B, H, dtype=dtype)
 def train(m):
     def run():
         xi = x.detach().requires_grad_()
@@ -51,8 +53,8 @@ def busy():
         pass
 
 
-def measure(threads, shape, min_time):
-    out = subprocess.run([sys.executable, "-c", f"HERE = {HERE!r}\n" + CHILD, str(threads),
+def measure(dtype, threads, shape, min_time):
+    out = subprocess.run([sys.executable, "-c", f"HERE = {HERE!r}\n" + CHILD, dtype, str(threads),
                           *map(str, shape), str(min_time)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -62,20 +64,29 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--busy", type=int, default=0, help="busy processes during the run")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="dtype of inputs and parameters (both sides)")
+    parser.add_argument("--threads", default=None,
+                        help="thread counts, e.g. '1,2,4,8,16' (default: 1, 2 and all cores)")
+    parser.add_argument("--shapes", default=None,
+                        help="only these shapes, e.g. '32,32,64,50;64,512,512,50'")
     args = parser.parse_args()
+    counts = (sorted({1, 2, os.cpu_count() or 1}) if args.threads is None
+              else [int(n) for n in args.threads.split(",")])
+    shapes = SHAPES if args.shapes is None else [
+        tuple(int(v) for v in shape.split(",")) for shape in args.shapes.split(";")]
     sys.path.insert(0, HERE)
     from common import header, print_table
-    header(f"Threads, {'idle' if not args.busy else f'{args.busy} busy processes'}")
+    header(f"Threads, {'idle' if not args.busy else f'{args.busy} busy processes'}", args.dtype)
     hogs = [multiprocessing.Process(target=busy, daemon=True) for _ in range(args.busy)]
     for h in hogs:
         h.start()
     try:
-        counts = sorted({1, 2, os.cpu_count() or 1})
         rows = []
-        for shape in SHAPES:
+        for shape in shapes:
             base = None
             for n in counts:
-                t = measure(n, shape, 0.2 if args.quick else 1.0)
+                t = measure(args.dtype, n, shape, 0.2 if args.quick else 1.0)
                 base = base or t
                 rows.append([str(shape), n,
                              f"{t['ours train']:.2f}", f"{t['nn train']:.2f}",

@@ -623,7 +623,7 @@ inline void bf16_forward_step(const StepForwardBf16& a) {
   const int64_t work_per_group = 8 * a.rows * (I + H) * kBf16Lanes;
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(work_per_group, 1));
   ::lstm_ext::cpu::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
-    TileScope tiles;
+    [[maybe_unused]] TileScope tiles;
     float* partial = thread_partial(a.rows);
     for (int64_t grp = g0; grp < g1; ++grp) {
       const int64_t u0 = grp * kBf16Lanes;
@@ -691,7 +691,7 @@ inline void bf16_gemm(int64_t M, int64_t N, int64_t K, const bf16* A, int64_t ld
   const int64_t work_per_group = 2 * M * K * kBf16GroupCols;
   const int64_t grain = std::max<int64_t>(1, 262144 / std::max<int64_t>(work_per_group, 1));
   ::lstm_ext::cpu::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
-    TileScope tiles;
+    [[maybe_unused]] TileScope tiles;
     float* partial = thread_partial(M);
     for (int64_t grp = g0; grp < g1; ++grp) {
       const int64_t j0 = grp * kBf16GroupCols;

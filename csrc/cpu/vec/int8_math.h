@@ -442,7 +442,7 @@ inline void int8_forward_step(const StepForwardInt8& a) {
   const int64_t work_per_group = rows * (kx + kh) * kInt8GroupCols;
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(work_per_group, 1));
   ::lstm_ext::cpu::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
-    I8TileScope tiles;
+    [[maybe_unused]] I8TileScope tiles;
     int32_t* sums_x = i8_scratch<int32_t, 0>(i8_round_rows(rows) * kInt8GroupCols);
     int32_t* sums_h = i8_scratch<int32_t, 1>(i8_round_rows(rows) * kInt8GroupCols);
     alignas(64) float pre[kInt8GroupCols];

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The checks that need the lent device machine (README, "Other machines"): a
+# 16-core Intel Xeon with AMX, an Ubuntu 24.04 image with its own gcc and its own
+# torch (2.11, a CUDA build). In one call, because its time is short:
+#   1. build the op library there with that toolchain;
+#   2. thread scaling 1-16, float32 and bfloat16, ours against nn.LSTM;
+#   3. the op and module tests, and the C++ application's tests, on that build.
+# Each phase has its own time limit and writes its log to $OUT (or /tmp/device-out).
+# Run in the repository root: bash tools/device_check.sh
+set -uo pipefail
+export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
+OUT=${OUT:-/tmp/device-out}; mkdir -p "$OUT"
+PY=${PY:-python3}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # the in-place build, for the benchmarks too
+if [ -d .whl ]; then  # packages the image lacks, carried as wheels
+    $PY -m pip install -q --no-index --no-deps --no-cache-dir --target /tmp/site .whl/*.whl &&
+        export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
+phase() { echo "== $1 ($(date +%T))"; }
+{
+    phase machine
+    lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Socket|L2|L3'
+    grep -o -w -E 'amx_bf16|amx_int8|avx512_bf16|avx512_vnni' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
+    gcc --version | head -1; cmake --version | head -1; $PY --version
+    $PY -c 'import torch; print("torch", torch.__version__, torch.get_num_threads(), "threads")'
+    phase build
+    start=$SECONDS
+    timeout 300 $PY setup.py build_ext --inplace >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+    echo "built in $((SECONDS - start)) s; warnings: $(grep -c 'warning:' "$OUT/build.log")"
+    $PY -c 'import lstm_ext, torch; print("pointwise", lstm_ext.pointwise_capability(), "| bf16",
+        torch.ops.lstm_ext.bf16_kernel_build(), "| int8", torch.ops.lstm_ext.int8_kernel_build())'
+} 2>&1 | tee "$OUT/machine.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || exit 1
+
+SHAPES='32,32,64,50;64,512,512,50'
+{
+    phase "threads float32"
+    timeout 180 $PY benchmarks/bench_threads.py --quick --threads 1,2,4,8,16 --shapes "$SHAPES"
+    phase "threads bfloat16"
+    timeout 100 $PY benchmarks/bench_threads.py --quick --dtype bfloat16 --threads 1,4,16 --shapes "$SHAPES"
+} 2>&1 | tee "$OUT/threads.txt"
+
+OP_TESTS=$(make -s -f - print <<<'include Makefile
+print: ; @echo $(OP_TESTS)')
+{
+    phase tests
+    timeout 180 $PY -m pytest -q -n 16 -p no:cacheprovider $OP_TESTS tests/ops/test_bf16.py \
+        tests/ops/test_build_check.py 2>&1 | tail -25
+    phase "C++ application"
+    timeout 100 $PY -m pytest -q -p no:cacheprovider tests/deploy/test_cpp_app.py 2>&1 | tail -15
+    phase done
+} 2>&1 | tee "$OUT/tests.txt"
