@@ -10,6 +10,7 @@ same file. Build it against the installed torch, without build isolation::
 import importlib.util
 import os
 import platform
+import subprocess
 
 from setuptools import setup
 
@@ -94,6 +95,7 @@ class BuildExtensionPerCapability(BuildExtension):
                 extra_postargs={"cxx": ext.extra_compile_args["cxx"] + flags},
             )
         ext.extra_objects = [o for o in ext.extra_objects if o not in objects] + objects
+        ext.extra_link_args = LINK_FLAGS + self.runtime_link_args()
         super().build_extension(ext)
         # A library with a second copy of libstdc++ crashes at the first error
         # message it formats: never leave one behind.
@@ -105,6 +107,67 @@ class BuildExtensionPerCapability(BuildExtension):
             raise SystemExit("\n".join(
                 [f"error: lstm_ext's build refused its own output, {p}" for p in found]
                 + [f"error: {check.ADVICE}."]))
+
+
+    def runtime_link_args(self):
+        """Extra link arguments that make this compiler link the C++ runtime
+        dynamically: none for the usual toolchains. Some link a static copy into
+        shared libraries (the gcc at /opt/gcc on an Ubuntu 24.04 image with torch
+        2.11 did: its library was refused, 255 runtime symbols of its own). There
+        the libstdc++.so.6 that libtorch runs with is named on the link line, ahead
+        of the compiler's own -lstdc++, so the runtime's symbols bind to it; with
+        -nostdlib++ (gcc >= 13) the compiler adds none. Each candidate is tried
+        on a probe library that formats a number and throws, as TORCH_CHECK does,
+        and kept only if tools/check_runtime_link.py accepts it."""
+        check = load_link_check()
+        runtime = loaded_library("libstdc++.so")
+        candidates = [[]] + ([[runtime], ["-nostdlib++", runtime]] if runtime else [])
+        probe_dir = os.path.join(self.build_temp, "runtime_probe")
+        os.makedirs(probe_dir, exist_ok=True)
+        source = os.path.join(probe_dir, "probe.cpp")
+        with open(source, "w") as f:
+            f.write(RUNTIME_PROBE)
+        # The link command of a C++ extension, as distutils makes it: the C++
+        # compiler in place of LDSHARED's first word.
+        link = [self.compiler.compiler_cxx[0], *self.compiler.linker_so[1:]]
+        for i, args in enumerate(candidates):
+            probe = os.path.join(probe_dir, f"probe{i}.so")
+            done = subprocess.run([*link, "-fPIC", "-O1", source, "-o", probe, *LINK_FLAGS, *args],
+                                  capture_output=True, text=True)
+            if (done.returncode == 0 and not check.problems(probe)
+                    and any(d.startswith(("libstdc++.so", "libc++.so")) for d in check.needed(probe))):
+                if args:
+                    print(f"lstm_ext: {link[0]} links a static C++ runtime "
+                          f"into shared libraries; linking {' '.join(args)} instead")
+                return args
+        return []  # none helps: the check after the link refuses, with its advice
+
+
+# A shared library that needs the C++ runtime as lstm_ext's ops do (a formatted
+# number, an exception); runtime_link_args links it with each candidate.
+RUNTIME_PROBE = """#include <sstream>
+#include <stdexcept>
+extern "C" int lstm_ext_probe(long v) {
+  std::ostringstream s;
+  s << v;
+  if (v < 0) throw std::runtime_error(s.str());
+  return static_cast<int>(s.str().size());
+}
+"""
+
+
+def loaded_library(prefix):
+    """Path of the shared library this process (torch imported) has mapped
+    whose file name starts with `prefix`, or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split(maxsplit=5)[-1].strip()
+                if os.path.basename(path).startswith(prefix) and os.path.isfile(path):
+                    return path
+    except OSError:
+        pass
+    return None
 
 
 setup(

@@ -13,7 +13,9 @@
 #   lstm_ext::lstm_ext     imported target: include directory (lstm_ext/lstm_ext.h,
 #                          lstm_ext/ops.h), the op library linked --no-as-needed (the
 #                          program calls nothing in it by name: its op registrations
-#                          must run at start-up), and torch
+#                          must run at start-up), torch, and the shared C++ runtime
+#                          where the compiler would link a static one
+#                          (lstm_extCxxRuntime.cmake)
 #   lstm_ext_LIBRARY       the op library (lstm_ext/_C.abi3.so; no Python in it), for
 #                          programs that dlopen it instead
 #   lstm_ext_INCLUDE_DIRS, lstm_ext_LIBRARIES, lstm_ext_VERSION, lstm_ext_FOUND
@@ -45,12 +47,13 @@ if(NOT EXISTS "${lstm_ext_INCLUDE_DIRS}/lstm_ext/ops.h")
   return()
 endif()
 
+include("${CMAKE_CURRENT_LIST_DIR}/lstm_extCxxRuntime.cmake")  # LSTM_EXT_CXX_RUNTIME
 if(NOT TARGET lstm_ext::lstm_ext)
   add_library(lstm_ext::lstm_ext INTERFACE IMPORTED)
   set_target_properties(lstm_ext::lstm_ext PROPERTIES
     INTERFACE_INCLUDE_DIRECTORIES "${lstm_ext_INCLUDE_DIRS}"
     INTERFACE_COMPILE_OPTIONS "${TORCH_CXX_FLAGS}"
-    INTERFACE_LINK_LIBRARIES "-Wl,--no-as-needed,${lstm_ext_LIBRARY},--as-needed;${TORCH_LIBRARIES}")
+    INTERFACE_LINK_LIBRARIES "-Wl,--no-as-needed,${lstm_ext_LIBRARY},--as-needed;${TORCH_LIBRARIES};${LSTM_EXT_CXX_RUNTIME}")
 endif()
 set(lstm_ext_LIBRARIES lstm_ext::lstm_ext)
 if(NOT lstm_ext_VERSION)  # set by find_package from lstm_extConfigVersion.cmake
