@@ -132,7 +132,7 @@ def test_cmake_links_the_shared_runtime_where_the_toolchain_links_a_static_one(
     (tmp_path / "src" / "CMakeLists.txt").write_text(CMAKE_PROJECT.format(module=module))
     (tmp_path / "src" / "main.cpp").write_text(
         SOURCE + "int main() { char b[32]; return format_long(42, b) == 2 ? 0 : 1; }\n")
-    env = dict(os.environ)
+    env = dict(os.environ, CXX="g++")  # the plain g++: CXX may name a faulty one
     if toolchain == "static-only":
         gxx = tmp_path / "g++"
         gxx.write_text(STATIC_ONLY_GXX)
