@@ -223,7 +223,8 @@ def layer_samples() -> List[Sample]:
         for bias in (True, False):
             for lengths in (None, [6, 6, 4, 1], [3, 2, 2, 1]):
                 out.append(_layer_sample("grid", 6, 4, 5, 7, dtype, bias, lengths))
-        for batch, hidden in ((9, 40), (16, 64), (5, 17)):
+        # (10, 70): dh = dgates @ W_hh on packed panels, K = 280 in two chunks.
+        for batch, hidden in ((9, 40), (16, 64), (5, 17), (10, 70)):
             lengths = sorted([5, 5, 4, 2, 1] + [3] * (batch - 5), reverse=True)
             out.append(_layer_sample("blocked", 5, batch, 3, hidden, dtype, lengths=lengths))
         for bias, lengths in ((True, None), (False, [5, 3, 3, 1]), (True, [5, 5, 2, 1])):

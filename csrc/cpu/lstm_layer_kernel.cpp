@@ -16,7 +16,8 @@
 // buffers allocated before the loop.
 //
 // Backward: per step only the pointwise pass and dh = dgates @ W_hh
-// (vec::small_gemm, or vec::gemv_cols for one row, on W_hh as it lies) are
+// (vec::small_gemm_packed on W_hh packed once where it is large, else
+// vec::small_gemm, or vec::gemv_cols for one row, on W_hh as it lies) are
 // sequential; dx, dW_ih, dW_hh and the bias gradient are one GEMM (or one
 // reduction) each over all T*B rows after the loop.
 //
@@ -301,6 +302,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
     scalar_t* dh_p = dh.data_ptr<scalar_t>();
     scalar_t* dc_p = dc.data_ptr<scalar_t>();
     const scalar_t* w_hh_p = w_hh_c.data_ptr<scalar_t>();
+    // dh = dgates @ W_hh on W_hh packed once for the sequence (kernels.h,
+    // small_gemm_packed) where a panel of it outgrows L1 (4H > 256); below,
+    // and at batch 1 (gemv_cols), as it lies.
+    Tensor w_hh_panels;
+    if (fused && B > 1 && 4 * H > 256) {
+      w_hh_panels = at::empty({vec::gemm_panels_size<scalar_t>(4 * H, P)}, input.options());
+      vec::pack_gemm_panels<scalar_t>(w_hh_p, 4 * H, P, P, w_hh_panels.data_ptr<scalar_t>());
+    }
     run_steps(fused, [&] {
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t n = s.batch_sizes[t];
@@ -334,6 +343,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
         });
         if (fused && n == 1) {
           vec::gemv_cols<scalar_t>(w_hh_p, 4 * H, P, dg, dh_p);
+        } else if (fused && w_hh_panels.defined()) {
+          vec::small_gemm_packed<scalar_t>(n, P, 4 * H, dg, 4 * H,
+                                           w_hh_panels.data_ptr<scalar_t>(), dh_p, P, false);
         } else if (fused) {
           vec::small_gemm<scalar_t>(n, P, 4 * H, dg, 4 * H, w_hh_p, P, dh_p, P, false);
         } else {

@@ -20,6 +20,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "cell_math.h"
@@ -137,14 +138,26 @@ inline void gemm_block_any(int64_t K, const T* A, int64_t lda, const T* B, int64
   }
 }
 
+// small_gemm's blocking: 8 rows x 2 vectors, 16 accumulators, and a
+// 2-vector-wide panel of B (K x 32 floats) that stays in cache while all row
+// groups stream past it.
+constexpr int kGemmRows = 8;
+constexpr int kGemmVectors = 2;
 template <typename T>
-void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-                int64_t ldb, T* C, int64_t ldc, bool accumulate) {
-  // 8 rows x 2 vectors: 16 accumulators, and a 2-vector-wide panel of B
-  // (K x 32 floats) that stays in L1 while all row groups stream past it.
-  constexpr int MR = 8;
-  constexpr int NV = 2;
-  constexpr int64_t kBlockN = NV * Vectorized<T>::size();
+constexpr int64_t gemm_block_cols() {
+  return kGemmVectors * Vectorized<T>::size();
+}
+
+// C (M, N) [+]= A @ B over column blocks of B; `panel(blk)` gives the block's
+// first element and leading dimension, `chunk` the K extent of each pass (a
+// pass's slice of the panel stays in L1 while the row groups stream past it;
+// every pass after the first accumulates into C).
+template <typename T, typename Panel>
+void gemm_column_blocks(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+                        const Panel& panel, int64_t chunk, T* C, int64_t ldc, bool accumulate) {
+  constexpr int MR = kGemmRows;
+  constexpr int NV = kGemmVectors;
+  constexpr int64_t kBlockN = gemm_block_cols<T>();
   const int64_t blocks = (N + kBlockN - 1) / kBlockN;
   // Threads split the columns: each keeps its slice of B hot across all rows.
   // A second thread only pays off above ~0.5 MFLOP per step.
@@ -154,17 +167,67 @@ void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const 
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t j = blk * kBlockN;
       const int64_t n = std::min(kBlockN, N - j);
-      int64_t i = 0;
-      for (; i + MR <= M; i += MR) {
-        gemm_block_any<T, MR, NV>(K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc,
-                                  accumulate, n);
-      }
-      for (; i < M; ++i) {
-        gemm_block_any<T, 1, NV>(K, A + i * lda, lda, B + j, ldb, C + i * ldc + j, ldc,
-                                 accumulate, n);
+      const auto [B, ldb] = panel(blk);
+      // K == 0 still runs one pass: C is then set to zero (or left as is).
+      for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += chunk) {
+        const int64_t kk = std::min(chunk, K - k0);
+        const bool add = accumulate || k0 > 0;
+        const T* a = A + k0;
+        const T* b = B + k0 * ldb;
+        int64_t i = 0;
+        for (; i + MR <= M; i += MR) {
+          gemm_block_any<T, MR, NV>(kk, a + i * lda, lda, b, ldb, C + i * ldc + j, ldc, add, n);
+        }
+        for (; i < M; ++i) {
+          gemm_block_any<T, 1, NV>(kk, a + i * lda, lda, b, ldb, C + i * ldc + j, ldc, add, n);
+        }
       }
     }
   });
+}
+
+template <typename T>
+void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+  // B as it lies, the whole K in one pass.
+  gemm_column_blocks<T>(M, N, K, A, lda,
+                        [&](int64_t blk) { return std::pair(B + blk * gemm_block_cols<T>(), ldb); },
+                        std::max<int64_t>(K, 1), C, ldc, accumulate);
+}
+
+template <typename T>
+int64_t gemm_panels_size(int64_t K, int64_t N) {
+  constexpr int64_t kBlockN = gemm_block_cols<T>();
+  return (N + kBlockN - 1) / kBlockN * K * kBlockN;
+}
+
+// packed[blk][k][v] = B[k][blk * kBlockN + v], zero past N.
+template <typename T>
+void pack_gemm_panels(const T* B, int64_t K, int64_t N, int64_t ldb, T* packed) {
+  constexpr int64_t kBlockN = gemm_block_cols<T>();
+  const int64_t blocks = (N + kBlockN - 1) / kBlockN;
+  ::lstm_ext::cpu::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      T* out = packed + blk * K * kBlockN;
+      const int64_t j = blk * kBlockN;
+      const int64_t n = std::min(kBlockN, N - j);
+      for (int64_t k = 0; k < K; ++k) {
+        for (int64_t v = 0; v < kBlockN; ++v) out[k * kBlockN + v] = v < n ? B[k * ldb + j + v] : T(0);
+      }
+    }
+  });
+}
+
+template <typename T>
+void small_gemm_packed(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed,
+                       T* C, int64_t ldc, bool accumulate) {
+  constexpr int64_t kBlockN = gemm_block_cols<T>();
+  // 256 k of a panel: 32 KB of float32, inside L1 beside the rows of A.
+  constexpr int64_t kChunk = 256;
+  gemm_column_blocks<T>(
+      M, N, K, A, lda,
+      [&](int64_t blk) { return std::pair(packed + blk * K * kBlockN, kBlockN); }, kChunk, C,
+      ldc, accumulate);
 }
 
 // One block of a fused step: rows [r0, r0 + MR) x hidden units [u0, u0 + n),

@@ -118,6 +118,20 @@ LSTM_EXT_DECLARE_KERNEL(small_gemm, void(int64_t M, int64_t N, int64_t K, const 
                                          int64_t lda, const T* B, int64_t ldb, T* C,
                                          int64_t ldc, bool accumulate));
 
+// small_gemm on a right operand packed once for many products (a layer's
+// W_hh for every step): B (K, N, leading dimension ldb) laid out by
+// pack_gemm_panels as column panels of small_gemm's block width, each K rows
+// contiguous and zero past N (gemm_panels_size(K, N) elements). W_hh read in
+// place has a power-of-two stride between its rows, whose cache lines collide:
+// the backward's dh = dgates @ W_hh at (64, 2048) x (2048, 512) ran at
+// ~50 GFLOP/s. The product runs K in chunks that stay in L1.
+LSTM_EXT_DECLARE_KERNEL(gemm_panels_size, int64_t(int64_t K, int64_t N));
+LSTM_EXT_DECLARE_KERNEL(pack_gemm_panels, void(const T* B, int64_t K, int64_t N, int64_t ldb,
+                                               T* packed));
+LSTM_EXT_DECLARE_KERNEL(small_gemm_packed, void(int64_t M, int64_t N, int64_t K, const T* A,
+                                                int64_t lda, const T* packed, T* C, int64_t ldc,
+                                                bool accumulate));
+
 // Batch-1 recurrent products, where a GEMM library's set-up costs more than the
 // arithmetic (a streaming step, one sequence at a time). w is row-major
 // (rows, cols), rows = 4H; x and y are vectors.
