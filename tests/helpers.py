@@ -213,6 +213,7 @@ def layer_samples() -> List[Sample]:
     - "blocked": shapes that exercise the step kernels' full and partial
       blocks, rows in groups plus a remainder, hidden units in whole vectors
       plus a tail, rows ending at every step;
+    - "univariate": input size 1 (inference projects the input per step);
     - "proj": with a projection w_hr (proj_size), small and blocked shapes,
       with and without bias and lengths, one row included.
     """
@@ -227,6 +228,9 @@ def layer_samples() -> List[Sample]:
         for batch, hidden in ((9, 40), (16, 64), (5, 17), (10, 70)):
             lengths = sorted([5, 5, 4, 2, 1] + [3] * (batch - 5), reverse=True)
             out.append(_layer_sample("blocked", 5, batch, 3, hidden, dtype, lengths=lengths))
+        # A univariate series: inference projects the input step by step.
+        for lengths in (None, [7, 7, 6, 4, 2, 1]):
+            out.append(_layer_sample("univariate", 7, 6, 1, 20, dtype, lengths=lengths))
         for bias, lengths in ((True, None), (False, [5, 3, 3, 1]), (True, [5, 5, 2, 1])):
             out.append(_layer_sample("proj", 5, 4, 3, 6, dtype, bias, lengths, proj=2))
         out.append(_layer_sample("proj", 3, 1, 2, 5, dtype, proj=4))
