@@ -150,8 +150,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
   // The input projection of every step at once; the biases are added by the
   // step's cell update, which reads the gates anyway.
   //
-  // Except for a univariate series (input size 1) in inference: there each
-  // step's projection goes into a one-step slot just before the step. The
+  // Except for a univariate series (input size 1) in inference: there the
+  // fused step makes each step's projection into a one-step slot, each thread
+  // for its own hidden units (vec::StepForward::x). The
   // (T, B, 4H) buffer of every step was written once and read once from
   // memory (11 MB at the main job's (64, 1, 32, 336)) for one multiply per
   // gate. Bit for bit what the whole-sequence GEMM gives: with one term, each
@@ -211,14 +212,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
         const scalar_t* h_prev = t == 0 ? h0.data_ptr<scalar_t>() : out_p + (t - 1) * B * H;
         const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : cs_p + slot(t - 1) * B * H;
         scalar_t* c_next = cs_p + slot(t) * B * H;
-        if (step_projection) {
-          vec::small_gemm<scalar_t>(n, 4 * H, 1, x_c.data_ptr<scalar_t>() + t * B, 1,
-                                    w_ih_c.data_ptr<scalar_t>(), 4 * H, g, 4 * H, false);
-        }
         if (fused) {
-          vec::fused_forward_step<scalar_t>({g, packed.data_ptr<scalar_t>(), h_prev, c_prev,
-                                             c_next, out_p + t * B * H, bias_ih,
-                                             bias_hh, n, H});
+          vec::fused_forward_step<scalar_t>(
+              {g, packed.data_ptr<scalar_t>(), h_prev, c_prev, c_next, out_p + t * B * H,
+               bias_ih, bias_hh, n, H,
+               step_projection ? x_c.data_ptr<scalar_t>() + t * B : nullptr,
+               step_projection ? w_ih_c.data_ptr<scalar_t>() : nullptr});
           continue;
         }
         const Tensor h_rows = t == 0 ? h0.narrow(0, 0, n) : output[t - 1].narrow(0, 0, n);

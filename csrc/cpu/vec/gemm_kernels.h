@@ -286,6 +286,17 @@ inline void step_unit_block(const StepForward<T>& a, int64_t u0, int64_t n, T* p
   }
   using Vec = Vectorized<T>;
   constexpr int64_t kVec = Vec::size();
+  if (a.x != nullptr) {
+    // round(x * w) (an FMA onto zero), as the whole-sequence GEMM gives it.
+    for (int64_t r = 0; r < a.rows; ++r) {
+      const Vec x(a.x[r]);
+#pragma GCC unroll 4
+      for (int64_t q = 0; q < 4; ++q) {
+        store(at::vec::fmadd(x, load(a.w_ih + q * H + u0, n), Vec(T(0))),
+              a.gates + r * 4 * H + q * H + u0, n);
+      }
+    }
+  }
   for (int64_t r = 0; r < a.rows; ++r) {
     const T* sums = partial + r * 4 * kVec;
     cell_update<T>(a.gates + r * 4 * H + u0, H, a.b_ih ? a.b_ih + u0 : nullptr,

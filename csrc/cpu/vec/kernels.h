@@ -95,6 +95,11 @@ struct StepForward {
   const T* b_hh;     // (4H) or nullptr
   int64_t rows;
   int64_t hidden;
+  // Input size 1 (a univariate series, in inference): the step's input
+  // projection is made here, each thread for its own units, instead of read
+  // from gates: gates then only needs to be one step's scratch.
+  const T* x = nullptr;     // (rows) this step's input, or nullptr
+  const T* w_ih = nullptr;  // (4H) W_ih's one column, with x
 };
 LSTM_EXT_DECLARE_KERNEL(fused_forward_step, void(const StepForward<T>& args));
 
