@@ -115,13 +115,13 @@ class BuildExtensionPerCapability(BuildExtension):
         shared libraries (the gcc at /opt/gcc on an Ubuntu 24.04 image with torch
         2.11 did: its library was refused, 255 runtime symbols of its own). There
         the libstdc++.so.6 that libtorch runs with is named on the link line, ahead
-        of the compiler's own -lstdc++, so the runtime's symbols bind to it; with
-        -nostdlib++ (gcc >= 13) the compiler adds none. Each candidate is tried
+        of the compiler's own -lstdc++, so the runtime's symbols bind to it. Each
+        candidate (nothing extra, then that library) is tried
         on a probe library that formats a number and throws, as TORCH_CHECK does,
         and kept only if tools/check_runtime_link.py accepts it."""
         check = load_link_check()
         runtime = loaded_library("libstdc++.so")
-        candidates = [[]] + ([[runtime], ["-nostdlib++", runtime]] if runtime else [])
+        candidates = [[]] + ([[runtime]] if runtime else [])
         probe_dir = os.path.join(self.build_temp, "runtime_probe")
         os.makedirs(probe_dir, exist_ok=True)
         source = os.path.join(probe_dir, "probe.cpp")

@@ -164,7 +164,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
   const Tensor x2d = input.reshape({T * B, s.input});
   if (!step_projection) matmul(x2d, w_ih.t(), gates.view({T * B, 4 * H}), 0.0);
   const Tensor x_c = step_projection ? x2d.contiguous() : Tensor();
-  const Tensor w_ih_c = step_projection ? w_ih.contiguous() : Tensor();  // (4H, 1): a row
+  const Tensor w_ih_c = step_projection ? w_ih.contiguous() : Tensor();  // (4H, 1)
 
   // Padded steps must read as zeros in output; cs is zeroed alike so that no
   // uninitialised memory is ever handed out.
@@ -321,7 +321,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
     // and at batch 1 (gemv_cols), as it lies.
     Tensor w_hh_panels;
     if (fused && B > 1 && 4 * H > 256) {
-      w_hh_panels = at::empty({vec::gemm_panels_size<scalar_t>(4 * H, P)}, input.options());
+      w_hh_panels = cached_empty({vec::gemm_panels_size<scalar_t>(4 * H, P)}, input.options());
       vec::pack_gemm_panels<scalar_t>(w_hh_p, 4 * H, P, P, w_hh_panels.data_ptr<scalar_t>());
     }
     run_steps(fused, [&] {
