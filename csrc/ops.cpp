@@ -25,6 +25,7 @@
 
 #include <string>
 
+#include "cpu/layer_steps.h"
 #include "cpu/step_team.h"
 #include "cpu/vec/dispatch.h"
 
@@ -37,6 +38,28 @@ TORCH_LIBRARY(lstm_ext, m) {
   // thread the scheduler had taken off the CPU) and fell back to one thread
   // (cpu/step_team.h); benchmarks print it next to their figures.
   m.def("thread_fallbacks() -> int", [] { return lstm_ext::cpu::thread_fallbacks(); });
+  // How a layer call would split its time loop between the current thread
+  // count (cpu/layer_steps.h, layer_row_groups): the first row of each group
+  // of batch rows, then `batch`; [0, batch] is one group (the hidden units
+  // are split at each step instead). batch_sizes: the rows running at each
+  // step, non-increasing; weight_bytes: the size of W_hh. For tests and
+  // benchmarks, which show the choice without timing it.
+  m.def("layer_row_groups(int batch, int[] batch_sizes, int weight_bytes) -> int[]",
+        [](int64_t batch, c10::ArrayRef<int64_t> batch_sizes, int64_t weight_bytes) {
+          constexpr const char* op = "layer_row_groups";
+          TORCH_CHECK(batch >= 0, op, ": expected batch >= 0, but got ", batch);
+          lstm_ext::cpu::LayerSizes s{};
+          s.batch = batch;
+          s.steps = static_cast<int64_t>(batch_sizes.size());
+          for (size_t t = 0; t < batch_sizes.size(); ++t) {
+            const int64_t n = batch_sizes[t];
+            const int64_t most = t == 0 ? batch : batch_sizes[t - 1];
+            TORCH_CHECK(n >= 0 && n <= most, op, ": expected batch_sizes[", t, "] in [0, ",
+                        most, "] (non-increasing, at most batch), but got ", n);
+          }
+          s.batch_sizes.assign(batch_sizes.begin(), batch_sizes.end());
+          return lstm_ext::cpu::layer_row_groups(s, weight_bytes);
+        });
   // a @ b on the GEMM the kernels use for that shape (oneDNN or ATen's MKL):
   // lets the benchmarks measure the machine's GEMM ceiling and floor as the
   // kernels see them.

@@ -4,7 +4,10 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -50,6 +53,59 @@ inline LayerSizes layer_sizes(const char* op, const at::Tensor& input, const at:
                input.size(0), {}, false};
   set_running_rows(op, s, lengths);
   return s;
+}
+
+// This CPU's L2 cache per core in bytes (1 MiB where the C library cannot tell).
+inline int64_t l2_cache_bytes() {
+  static const int64_t bytes = [] {
+    const long b = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return b > 0 ? static_cast<int64_t>(b) : int64_t(1) << 20;
+  }();
+  return bytes;
+}
+
+// How a layer's time loop splits its work between threads: by batch rows
+// (for_each_row_group, step_team.h: each thread runs every step of its rows,
+// no per-step synchronisation) or, where this returns one group, by hidden
+// units at each step (the step team). Returns the groups' first rows, then
+// the batch size: {0, B} is one group.
+//
+// Rows need the whole of W_hh (weight_bytes) in every thread's cache, the
+// units only a slice of it. Measured on this project's 2-core Xeon (2 MiB L2,
+// float32 inference, 2 threads, ms, units split / rows split): (32,32,64,50)
+// 0.69 / 0.43, (64,1,32,336) 2.44 / 1.37, (16,64,128,100) 1.68 / 1.31,
+// (8,64,256,100) 2.23 / 1.96, (64,256,256,100) 24.5 / 22.0, but
+// (64,512,512,50), 4 MiB of W_hh, 45.6 / 49.7. So: rows where W_hh takes at
+// most half of L2; where it is above 256 KiB, only with 16 rows or more per
+// thread (each pass over W_hh from L2 then serves 16 rows); else at least 4
+// rows per group (the step kernels' row block), fewer groups than threads
+// if need be. Groups are contiguous (the rows running at a step are a prefix)
+// and balanced by the steps their rows run (lengths).
+inline std::vector<int64_t> layer_row_groups(const LayerSizes& s, int64_t weight_bytes) {
+  const int64_t B = s.batch;
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  int64_t groups = 1;
+  if (weight_bytes <= 256 * 1024) {
+    groups = std::min(threads, B / 4);
+  } else if (weight_bytes <= l2_cache_bytes() / 2 && B >= 16 * threads) {
+    groups = threads;
+  }
+  if (groups <= 1 || s.steps == 0) return {0, B};
+  // steps[b]: how many steps row b runs (the t with batch_sizes[t] > b).
+  std::vector<int64_t> steps(B + 1, 0);
+  for (int64_t n : s.batch_sizes) ++steps[n];  // then suffix sums, from the top
+  for (int64_t b = B - 1; b >= 0; --b) steps[b] += steps[b + 1];
+  int64_t total = 0;
+  for (int64_t b = 0; b < B; ++b) total += steps[b + 1];
+  std::vector<int64_t> bounds{0};
+  int64_t done = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    done += steps[b + 1];  // row b runs steps[b + 1] steps
+    const int64_t g = static_cast<int64_t>(bounds.size());
+    if (g < groups && done * groups >= total * g && b + 1 < B) bounds.push_back(b + 1);
+  }
+  bounds.push_back(B);
+  return bounds;
 }
 
 // Each row's value at its own last step: rows[b] = seq[len_b - 1, b]. With

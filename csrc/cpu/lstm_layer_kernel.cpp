@@ -21,6 +21,13 @@
 // sequential; dx, dW_ih, dW_hh and the bias gradient are one GEMM (or one
 // reduction) each over all T*B rows after the loop.
 //
+// Threads: where W_hh fits in each core's L2 (layer_row_groups,
+// layer_steps.h), the batch rows are split into groups and each thread runs
+// every step of its groups alone (for_each_row_group, step_team.h): no
+// per-step synchronisation, no hidden state crossing cores. Elsewhere each
+// step's hidden units are split on a step team (with_step_team). A row's
+// sums are the same bits either way, and for any thread count.
+//
 // LSTM_EXT_GEMM=aten replaces the step kernels by ATen GEMMs plus the
 // pointwise passes, for comparison (config.h).
 //
@@ -205,27 +212,44 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
       vec::pack_step_weights<scalar_t>(w_hh_p, H, packed.data_ptr<scalar_t>());
     }
     auto slot = [ring](int64_t t) { return ring > 0 ? t % ring : t; };
-    run_steps(fused, [&] {
+    if (!fused) {
       for (int64_t t = 0; t < T; ++t) {
         const int64_t n = s.batch_sizes[t];
-        scalar_t* g = gates_p + (step_projection ? 0 : t) * B * 4 * H;
-        const scalar_t* h_prev = t == 0 ? h0.data_ptr<scalar_t>() : out_p + (t - 1) * B * H;
+        scalar_t* g = gates_p + t * B * 4 * H;
         const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : cs_p + slot(t - 1) * B * H;
-        scalar_t* c_next = cs_p + slot(t) * B * H;
-        if (fused) {
-          vec::fused_forward_step<scalar_t>(
-              {g, packed.data_ptr<scalar_t>(), h_prev, c_prev, c_next, out_p + t * B * H,
-               bias_ih, bias_hh, n, H,
-               step_projection ? x_c.data_ptr<scalar_t>() + t * B : nullptr,
-               step_projection ? w_ih_c.data_ptr<scalar_t>() : nullptr});
-          continue;
-        }
         const Tensor h_rows = t == 0 ? h0.narrow(0, 0, n) : output[t - 1].narrow(0, 0, n);
         matmul(h_rows, w_hh_t, gates[t].narrow(0, 0, n), 1.0);
         vec::forward_pointwise<scalar_t>({{n, H, vec::kLayerElementsPerThread}, g, bias_ih,
-                                          bias_hh, c_prev, c_next, out_p + t * B * H});
+                                          bias_hh, c_prev, cs_p + slot(t) * B * H,
+                                          out_p + t * B * H});
       }
-    });
+      return;
+    }
+    // Every step of rows [r0, r1): a row's step reads only its own row of
+    // every buffer, so a group of rows runs alone (layer_row_groups).
+    auto run_rows = [&](int64_t r0, int64_t r1) {
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t n = std::min(s.batch_sizes[t], r1) - r0;
+        if (n <= 0) break;  // the running rows only shrink
+        const int64_t row = r0 * H;
+        scalar_t* g = gates_p + ((step_projection ? 0 : t) * B + r0) * 4 * H;
+        const scalar_t* h_prev = t == 0 ? h0.data_ptr<scalar_t>() : out_p + (t - 1) * B * H;
+        const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : cs_p + slot(t - 1) * B * H;
+        vec::fused_forward_step<scalar_t>(
+            {g, packed.data_ptr<scalar_t>(), h_prev + row, c_prev + row,
+             cs_p + slot(t) * B * H + row, out_p + t * B * H + row, bias_ih, bias_hh, n, H,
+             step_projection ? x_c.data_ptr<scalar_t>() + t * B + r0 : nullptr,
+             step_projection ? w_ih_c.data_ptr<scalar_t>() : nullptr});
+      }
+    };
+    const std::vector<int64_t> groups =
+        layer_row_groups(s, vec::step_weights_size<scalar_t>(H) * int64_t(sizeof(scalar_t)));
+    if (groups.size() > 2) {
+      for_each_row_group(static_cast<int64_t>(groups.size()) - 1,
+                         [&](int64_t k) { run_rows(groups[k], groups[k + 1]); });
+    } else {
+      with_step_team([&] { run_rows(0, B); });
+    }
   });
   Tensor hy = last_step(output, s, h0);
   Tensor cy = last_step(cs, s, c0, ring);
@@ -324,49 +348,67 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
       w_hh_panels = cached_empty({vec::gemm_panels_size<scalar_t>(4 * H, P)}, input.options());
       vec::pack_gemm_panels<scalar_t>(w_hh_p, 4 * H, P, P, w_hh_panels.data_ptr<scalar_t>());
     }
-    run_steps(fused, [&] {
+    // Every step of rows [r0, r1), backwards (see the forward's run_rows).
+    auto run_rows = [&](int64_t r0, int64_t r1) {
       for (int64_t t = T - 1; t >= 0; --t) {
-        const int64_t n = s.batch_sizes[t];
-        scalar_t* dg = dg_p + t * B * 4 * H;
-        const scalar_t* grad_h = dh_p;
-        const scalar_t* grad_h_extra = go_p != nullptr ? go_p + t * B * P : nullptr;
+        const int64_t n = std::min(s.batch_sizes[t], r1) - r0;
+        if (n <= 0) continue;  // these rows have not started yet, going backwards
+        scalar_t* dg = dg_p + (t * B + r0) * 4 * H;
+        scalar_t* dh_rows = dh_p + r0 * P;
+        scalar_t* dc_rows = dc_p + r0 * H;
+        const scalar_t* grad_h = dh_rows;
+        const scalar_t* grad_h_extra = go_p != nullptr ? go_p + (t * B + r0) * P : nullptr;
         if (s.projected) {
-          scalar_t* dhp = grad_h_proj.data_ptr<scalar_t>() + t * B * P;
+          scalar_t* dhp = grad_h_proj.data_ptr<scalar_t>() + (t * B + r0) * P;
           for (int64_t k = 0; k < n * P; ++k) {
-            dhp[k] = grad_h_extra != nullptr ? dh_p[k] + grad_h_extra[k] : dh_p[k];
+            dhp[k] = grad_h_extra != nullptr ? dh_rows[k] + grad_h_extra[k] : dh_rows[k];
           }
+          scalar_t* raw = grad_h_raw.data_ptr<scalar_t>() + r0 * H;
           if (fused) {
-            vec::small_gemm<scalar_t>(n, H, P, dhp, P, w_hr_c.data_ptr<scalar_t>(), H,
-                                      grad_h_raw.data_ptr<scalar_t>(), H, false);
+            vec::small_gemm<scalar_t>(n, H, P, dhp, P, w_hr_c.data_ptr<scalar_t>(), H, raw, H,
+                                      false);
           } else {
-            matmul(grad_h_proj[t].narrow(0, 0, n), w_hr_c, grad_h_raw.narrow(0, 0, n), 0.0);
+            matmul(grad_h_proj[t].narrow(0, r0, n), w_hr_c, grad_h_raw.narrow(0, r0, n), 0.0);
           }
-          grad_h = grad_h_raw.data_ptr<scalar_t>();
+          grad_h = raw;
           grad_h_extra = nullptr;
         }
         vec::backward_pointwise<scalar_t>({
             {n, H, vec::kLayerElementsPerThread},
-            gates_p + t * B * 4 * H,
-            t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H,
-            cs_p + t * B * H,
+            gates_p + (t * B + r0) * 4 * H,
+            (t == 0 ? c0.data_ptr<scalar_t>() : cs_p + (t - 1) * B * H) + r0 * H,
+            cs_p + (t * B + r0) * H,
             grad_h,
             grad_h_extra,
-            dc_p,
+            dc_rows,
             dg,
-            dc_p,
+            dc_rows,
         });
-        if (fused && n == 1) {
-          vec::gemv_cols<scalar_t>(w_hh_p, 4 * H, P, dg, dh_p);
+        // The kernel is chosen by the whole batch's running rows, as without
+        // row groups (a row's sums are the same bits in both anyway).
+        if (fused && s.batch_sizes[t] == 1) {
+          vec::gemv_cols<scalar_t>(w_hh_p, 4 * H, P, dg, dh_rows);
         } else if (fused && w_hh_panels.defined()) {
           vec::small_gemm_packed<scalar_t>(n, P, 4 * H, dg, 4 * H,
-                                           w_hh_panels.data_ptr<scalar_t>(), dh_p, P, false);
+                                           w_hh_panels.data_ptr<scalar_t>(), dh_rows, P, false);
         } else if (fused) {
-          vec::small_gemm<scalar_t>(n, P, 4 * H, dg, 4 * H, w_hh_p, P, dh_p, P, false);
+          vec::small_gemm<scalar_t>(n, P, 4 * H, dg, 4 * H, w_hh_p, P, dh_rows, P, false);
         } else {
-          matmul(grad_gates[t].narrow(0, 0, n), w_hh, dh.narrow(0, 0, n), 0.0);
+          matmul(grad_gates[t].narrow(0, r0, n), w_hh, dh.narrow(0, r0, n), 0.0);
         }
       }
-    });
+    };
+    // Rows split as in the forward (W_hh, 4H x P, is what each group reads
+    // whole); the projected steps keep the step team.
+    const std::vector<int64_t> groups =
+        fused && !s.projected ? layer_row_groups(s, 4 * H * P * int64_t(sizeof(scalar_t)))
+                              : std::vector<int64_t>{0, B};
+    if (groups.size() > 2) {
+      for_each_row_group(static_cast<int64_t>(groups.size()) - 1,
+                         [&](int64_t k) { run_rows(groups[k], groups[k + 1]); });
+    } else {
+      run_steps(fused, [&] { run_rows(0, B); });
+    }
   });
 
   const Tensor dg2d = grad_gates.view({T * B, 4 * H});

@@ -281,6 +281,39 @@ void run_with_step_team(BodyFn body, const void* ctx) {
   if (error) std::rethrow_exception(error);
 }
 
+void run_row_groups(int64_t groups, GroupFn fn, const void* ctx) {
+  const int threads = static_cast<int>(std::min<int64_t>(at::get_num_threads(), groups));
+  if (threads <= 1 || current_team != nullptr || at::in_parallel_region() || omp_in_parallel()) {
+    for (int64_t g = 0; g < groups; ++g) fn(ctx, g);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  int64_t finished = 0;
+  int64_t longest = 0;  // thread 0's longest group
+#pragma omp parallel num_threads(threads)
+  {
+    const bool first = omp_get_thread_num() == 0;
+    for (int64_t g; (g = next.fetch_add(1, std::memory_order_relaxed)) < groups;) {
+      const int64_t t0 = first ? now_ns() : 0;
+      try {
+        fn(ctx, g);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+      if (first) longest = std::max(longest, now_ns() - t0);
+    }
+    if (first) finished = now_ns();
+  }
+  // Groups are alike in work (layer_row_groups balances them), so a thread
+  // that ends more than a group's time (long_wait: 4 chunks of a quarter
+  // group) and 200 us after thread 0 was off the CPU.
+  if (!long_wait(now_ns() - finished, longest / 4)) smooth_call();
+  if (error) std::rethrow_exception(error);
+}
+
 OpThreads::OpThreads() {
   if (serial_calls_left.load(std::memory_order_relaxed) <= 0 || omp_in_parallel()) return;
   serial_calls_left.fetch_sub(1, std::memory_order_relaxed);

@@ -24,6 +24,16 @@
 // A step that waited for a thread off the CPU also sends the process to one
 // thread for its next layer calls (OpThreads; backoff in step_team.cpp).
 //
+// Row groups (for_each_row_group): where the whole of W_hh fits in each
+// core's own cache, a layer's batch rows are split between threads instead,
+// and each thread runs every time step of its rows alone: rows do not depend
+// on each other, so there is no per-step synchronisation at all and no
+// hidden state crosses cores (with the units split, every step each thread
+// reads the h the others just wrote). One OpenMP region per layer call;
+// threads claim groups from a counter, so a thread off the CPU that never
+// started leaves its group to the others, and the region's end (waiting for a
+// thread that is off the CPU) marks the CPU contended as a team's does.
+//
 // parallel_for outside a team is at::parallel_for (a standalone cell step).
 // with_step_team runs body directly, without a team, where one thread is
 // configured (at::get_num_threads()) or the caller is already inside a
@@ -37,10 +47,12 @@ namespace lstm_ext::cpu {
 
 using ChunkFn = void (*)(const void* ctx, int64_t begin, int64_t end);
 using BodyFn = void (*)(const void* ctx);
+using GroupFn = void (*)(const void* ctx, int64_t group);
 
 // The non-template cores (step_team.cpp).
 void team_parallel_for(int64_t begin, int64_t end, int64_t grain, ChunkFn fn, const void* ctx);
 void run_with_step_team(BodyFn body, const void* ctx);
+void run_row_groups(int64_t groups, GroupFn fn, const void* ctx);
 
 // Held for the whole of a layer op: on one thread (OpenMP's thread count for
 // this thread, which ATen's and oneDNN's parallel regions read, and MKL's
@@ -69,6 +81,14 @@ inline void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) 
   team_parallel_for(
       begin, end, grain,
       [](const void* ctx, int64_t b, int64_t e) { (*static_cast<const F*>(ctx))(b, e); }, &f);
+}
+
+// f(g) for each g in [0, groups), on up to `groups` threads (the current
+// thread count); the step kernels' parallel_for calls inside f run inline.
+template <typename F>
+inline void for_each_row_group(int64_t groups, const F& f) {
+  run_row_groups(
+      groups, [](const void* ctx, int64_t g) { (*static_cast<const F*>(ctx))(g); }, &f);
 }
 
 // Runs body() on this thread with a step team serving its parallel_for calls.
