@@ -44,6 +44,11 @@ fns = {"ours train": train(ours), "nn train": train(theirs),
        "ours infer": infer(ours), "nn infer": infer(theirs)}
 times = interleaved_ms(fns, len(fns) * min_time)
 times["fallbacks"] = torch.ops.lstm_ext.thread_fallbacks()
+# How the float32 layer splits its time loop at this thread count (README,
+# "Threads in a layer's time loop"); the bf16 layer always splits units.
+groups = torch.ops.lstm_ext.layer_row_groups(B, [B] * T, 4 * H * H * 4)
+times["split"] = (f"rows x{len(groups) - 1}" if dtype == torch.float32 and len(groups) > 2
+                  else "units")
 print(json.dumps(times))
 """
 
@@ -94,13 +99,14 @@ def main():
                              f"{base['ours train'] / t['ours train']:.2f}x",
                              f"{t['ours infer']:.2f}", f"{t['nn infer']:.2f}",
                              f"{t['nn infer'] / t['ours infer']:.2f}x",
-                             f"{base['ours infer'] / t['ours infer']:.2f}x", t["fallbacks"]])
+                             f"{base['ours infer'] / t['ours infer']:.2f}x", t["split"],
+                             t["fallbacks"]])
     finally:
         for h in hogs:
             h.terminate()
     print_table(["(B, I, H, T)", "threads", "ours train ms", "nn train ms", "nn/ours",
                  "ours vs 1 thread", "ours infer ms", "nn infer ms", "nn/ours",
-                 "ours vs 1 thread", "fallbacks"], rows)
+                 "ours vs 1 thread", "split", "fallbacks"], rows)
 
 
 if __name__ == "__main__":

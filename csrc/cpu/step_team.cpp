@@ -17,6 +17,7 @@
 #include <ATen/Parallel.h>
 #include <omp.h>
 #include <sched.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -76,19 +77,31 @@ std::atomic<int64_t> backoff{kMinBackoff};
 std::atomic<int64_t> smooth_calls{0};
 std::atomic<int64_t> fallbacks{0};
 
+// CPU time of the calling thread: with wall time, how long it was off the CPU.
+int64_t thread_cpu_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
-bool long_wait(int64_t wait_ns, int64_t chunk_ns) {
-  if (wait_ns <= kLongWaitNs + 4 * chunk_ns) return false;
+// Marks the CPU contended: the next `backoff` layer calls run on one thread.
+void note_contended() {
   const int64_t b = backoff.load(std::memory_order_relaxed);
   serial_calls_left.store(b, std::memory_order_relaxed);
   backoff.store(std::min(2 * b, kMaxBackoff), std::memory_order_relaxed);
   smooth_calls.store(0, std::memory_order_relaxed);
   fallbacks.fetch_add(1, std::memory_order_relaxed);
+}
+
+bool long_wait(int64_t wait_ns, int64_t chunk_ns) {
+  if (wait_ns <= kLongWaitNs + 4 * chunk_ns) return false;
+  note_contended();
   return true;
 }
 
@@ -291,26 +304,42 @@ void run_row_groups(int64_t groups, GroupFn fn, const void* ctx) {
   std::exception_ptr error;
   std::mutex error_mutex;
   int64_t finished = 0;
-  int64_t longest = 0;  // thread 0's longest group
+  int64_t longest = 0;  // thread 0's longest group, wall time
+  int64_t off_cpu = 0;  // thread 0's wall time minus its CPU time, over its groups
+  int64_t on_cpu = 0;
 #pragma omp parallel num_threads(threads)
   {
     const bool first = omp_get_thread_num() == 0;
     for (int64_t g; (g = next.fetch_add(1, std::memory_order_relaxed)) < groups;) {
       const int64_t t0 = first ? now_ns() : 0;
+      const int64_t c0 = first ? thread_cpu_ns() : 0;
       try {
         fn(ctx, g);
       } catch (...) {
         std::lock_guard<std::mutex> lock(error_mutex);
         if (!error) error = std::current_exception();
       }
-      if (first) longest = std::max(longest, now_ns() - t0);
+      if (first) {
+        const int64_t wall = now_ns() - t0, cpu = thread_cpu_ns() - c0;
+        longest = std::max(longest, wall);
+        off_cpu += std::max<int64_t>(wall - cpu, 0);
+        on_cpu += cpu;
+      }
     }
     if (first) finished = now_ns();
   }
-  // Groups are alike in work (layer_row_groups balances them), so a thread
-  // that ends more than a group's time (long_wait: 4 chunks of a quarter
-  // group) and 200 us after thread 0 was off the CPU.
-  if (!long_wait(now_ns() - finished, longest / 4)) smooth_call();
+  // The CPU is contended when thread 0 itself was off the CPU for a good
+  // share of its groups (the other threads then share its core, or another
+  // process does), or when it waited at the end for a thread that was: the
+  // groups are alike in work (layer_row_groups balances them), so a wait of
+  // more than a group's time (long_wait: 4 chunks of a quarter group) and
+  // 200 us. The first catches what the second cannot where groups are long
+  // (a sanitizer build: a wait shorter than a group, though every thread
+  // shared one core).
+  const bool descheduled = off_cpu > kLongWaitNs + on_cpu / 2;
+  const bool contended = descheduled ? (note_contended(), true)
+                                     : long_wait(now_ns() - finished, longest / 4);
+  if (!contended) smooth_call();
   if (error) std::rethrow_exception(error);
 }
 
