@@ -92,6 +92,24 @@ void run_steps(bool step_kernels, const F& loop) {
   }
 }
 
+// Runs run_rows(r0, r1), every step of rows [r0, r1), over the whole batch:
+// one call per row group on its own thread where layer_row_groups
+// (layer_steps.h) splits the rows for this W_hh (4H x P of `element_size`
+// bytes), else one call for all rows through run_steps.
+template <typename F>
+void run_row_groups_or_steps(bool step_kernels, const LayerSizes& s, int64_t element_size,
+                             const F& run_rows) {
+  const std::vector<int64_t> groups =
+      step_kernels && !s.projected ? layer_row_groups(s, 4 * s.hidden * s.proj * element_size)
+                                   : std::vector<int64_t>{0, s.batch};
+  if (groups.size() > 2) {
+    for_each_row_group(static_cast<int64_t>(groups.size()) - 1,
+                       [&](int64_t k) { run_rows(groups[k], groups[k + 1]); });
+  } else {
+    run_steps(step_kernels, [&] { run_rows(0, s.batch); });
+  }
+}
+
 // The projected forward steps (see the top of the file): h_{t-1} (rows, P) ->
 // gates, c_t, and h_t = (o * tanh(c_t)) @ W_hr^T into output[t] (rows, P).
 template <typename scalar_t>
@@ -242,14 +260,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
              step_projection ? w_ih_c.data_ptr<scalar_t>() : nullptr});
       }
     };
-    const std::vector<int64_t> groups =
-        layer_row_groups(s, vec::step_weights_size<scalar_t>(H) * int64_t(sizeof(scalar_t)));
-    if (groups.size() > 2) {
-      for_each_row_group(static_cast<int64_t>(groups.size()) - 1,
-                         [&](int64_t k) { run_rows(groups[k], groups[k + 1]); });
-    } else {
-      with_step_team([&] { run_rows(0, B); });
-    }
+    run_row_groups_or_steps(true, s, sizeof(scalar_t), run_rows);
   });
   Tensor hy = last_step(output, s, h0);
   Tensor cy = last_step(cs, s, c0, ring);
@@ -398,17 +409,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
         }
       }
     };
-    // Rows split as in the forward (W_hh, 4H x P, is what each group reads
-    // whole); the projected steps keep the step team.
-    const std::vector<int64_t> groups =
-        fused && !s.projected ? layer_row_groups(s, 4 * H * P * int64_t(sizeof(scalar_t)))
-                              : std::vector<int64_t>{0, B};
-    if (groups.size() > 2) {
-      for_each_row_group(static_cast<int64_t>(groups.size()) - 1,
-                         [&](int64_t k) { run_rows(groups[k], groups[k + 1]); });
-    } else {
-      run_steps(fused, [&] { run_rows(0, B); });
-    }
+    // Rows split as in the forward; the projected steps keep the step team.
+    run_row_groups_or_steps(fused, s, sizeof(scalar_t), run_rows);
   });
 
   const Tensor dg2d = grad_gates.view({T * B, 4 * H});
