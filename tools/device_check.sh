@@ -4,8 +4,12 @@
 # torch (2.11, a CUDA build). In one call, because its time is short:
 #   1. build the op library there with that toolchain;
 #   2. thread scaling 1-16, float32 and bfloat16, ours against nn.LSTM;
-#   3. the op and module tests, and the C++ application's tests, on that build.
+#   3. the op and module tests, and the C++ application's tests, on that build;
+#   4. with BASE=<source tree of another commit>, that build A/B against this one
+#      (benchmarks/bench_ab.py), float32 training, at 1 and 16 threads.
 # Each phase has its own time limit and writes its log to $OUT (or /tmp/device-out).
+# SHAPES='B,I,H,T;...' overrides the scaling shapes; BF16=0 skips the bfloat16
+# scaling, CPP=0 the C++ tests.
 # Run in the repository root: bash tools/device_check.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
@@ -42,12 +46,15 @@ phase() { echo "== $1 ($(date +%T))"; }
 } 2>&1 | tee "$OUT/machine.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || exit 1
 
-SHAPES='32,32,64,50;64,512,512,50'
+SHAPES=${SHAPES:-'32,32,64,50;64,512,512,50'}
 {
     phase "threads float32"
-    timeout 150 $PY benchmarks/bench_threads.py --quick --threads 1,2,4,8,16 --shapes "$SHAPES"
-    phase "threads bfloat16"
-    timeout 90 $PY benchmarks/bench_threads.py --quick --dtype bfloat16 --threads 1,4,16 --shapes "$SHAPES"
+    timeout 220 $PY benchmarks/bench_threads.py --quick --threads 1,2,4,8,16 --shapes "$SHAPES"
+    if [ "${BF16:-1}" != 0 ]; then
+        phase "threads bfloat16"
+        timeout 90 $PY benchmarks/bench_threads.py --quick --dtype bfloat16 --threads 1,4,16 \
+            --shapes "$SHAPES"
+    fi
 } 2>&1 | tee "$OUT/threads.txt"
 
 OP_TESTS=$(make -s -f - print <<<'include Makefile
@@ -56,7 +63,21 @@ print: ; @echo $(OP_TESTS)')
     phase tests
     timeout 150 $PY -m pytest -q -n 16 -p no:cacheprovider $OP_TESTS tests/ops/test_bf16.py \
         tests/ops/test_build_check.py 2>&1 | tail -25
-    phase "C++ application"
-    timeout 90 $PY -m pytest -q -p no:cacheprovider tests/deploy/test_cpp_app.py 2>&1 | tail -15
-    phase done
+    if [ "${CPP:-1}" != 0 ]; then
+        phase "C++ application"
+        timeout 90 $PY -m pytest -q -p no:cacheprovider tests/deploy/test_cpp_app.py 2>&1 | tail -15
+    fi
 } 2>&1 | tee "$OUT/tests.txt"
+
+if [ -n "${BASE:-}" ]; then
+    {
+        phase "A/B against $BASE"
+        (cd "$BASE" && timeout 120 $PY setup.py build_ext --inplace >"$OUT/build-base.log" 2>&1) ||
+            { echo "base build failed"; tail -5 "$OUT/build-base.log"; }
+        for threads in 1 16; do
+            OMP_NUM_THREADS=$threads timeout 100 $PY benchmarks/bench_ab.py --base "$BASE" \
+                --mode train --rounds 2 --seconds 1 --shapes '32,32,64,50;64,512,512,50'
+        done
+    } 2>&1 | tee "$OUT/ab.txt"
+fi
+echo "== done ($(date +%T))"
