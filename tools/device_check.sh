@@ -61,8 +61,15 @@ OP_TESTS=$(make -s -f - print <<<'include Makefile
 print: ; @echo $(OP_TESTS)')
 {
     phase tests
-    timeout 150 $PY -m pytest -q -n 16 -p no:cacheprovider $OP_TESTS tests/ops/test_bf16.py \
-        tests/ops/test_build_check.py 2>&1 | tail -25
+    # -v names each test as it ends ("[gw3] FAILED tests/...::name"), so a
+    # failure is known even when the time limit stops the run before pytest's
+    # summary (a session's device run once lost its one failure's name so).
+    timeout 240 $PY -m pytest -v -rf --durations=10 -n 16 -p no:cacheprovider $OP_TESTS \
+        tests/ops/test_bf16.py tests/ops/test_build_check.py tests/ops/test_row_groups.py \
+        >"$OUT/pytest.log" 2>&1
+    echo "pytest exit status $?"
+    grep -E "FAILED|ERROR" "$OUT/pytest.log" | head -20
+    tail -25 "$OUT/pytest.log"
     if [ "${CPP:-1}" != 0 ]; then
         phase "C++ application"
         timeout 90 $PY -m pytest -q -p no:cacheprovider tests/deploy/test_cpp_app.py 2>&1 | tail -15
