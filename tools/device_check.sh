@@ -6,7 +6,8 @@
 #   2. thread scaling 1-16, float32 and bfloat16, ours against nn.LSTM;
 #   3. the op and module tests, and the C++ application's tests, on that build;
 #   4. with BASE=<source tree of another commit>, that build A/B against this one
-#      (benchmarks/bench_ab.py), float32 training, at 1 and 16 threads.
+#      (benchmarks/bench_ab.py), float32 training at (32,32,64,50) and
+#      (64,512,512,50), at 1 and 16 threads.
 # Each phase has its own time limit and writes its log to $OUT (or /tmp/device-out).
 # SHAPES='B,I,H,T;...' overrides the scaling shapes; BF16=0 skips the bfloat16
 # scaling, CPP=0 the C++ tests.

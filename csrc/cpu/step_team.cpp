@@ -336,10 +336,11 @@ void run_row_groups(int64_t groups, GroupFn fn, const void* ctx) {
   // 200 us. The first catches what the second cannot where groups are long
   // (a sanitizer build: a wait shorter than a group, though every thread
   // shared one core).
-  const bool descheduled = off_cpu > kLongWaitNs + on_cpu / 2;
-  const bool contended = descheduled ? (note_contended(), true)
-                                     : long_wait(now_ns() - finished, longest / 4);
-  if (!contended) smooth_call();
+  if (off_cpu > kLongWaitNs + on_cpu / 2) {
+    note_contended();
+  } else if (!long_wait(now_ns() - finished, longest / 4)) {
+    smooth_call();
+  }
   if (error) std::rethrow_exception(error);
 }
 
