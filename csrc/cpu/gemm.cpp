@@ -26,7 +26,9 @@ using OneDnnMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Te
 // gradient's T * B rows) between its threads, so a layer's result changed
 // when the step team fell back to one thread, and a resumed training run no
 // longer reproduced an uninterrupted one (tests/forecast/test_cli.py, found
-// by CI). oneDNN's sums do not depend on the thread count.
+// by CI). oneDNN splits such sums too where the output is small for the
+// thread count; the backward runs those products on one thread each
+// (backward_products.h).
 OneDnnMatmul onednn() {
   // LSTM_EXT_GEMM=aten keeps every product on ATen's GEMM (for comparisons).
   static const OneDnnMatmul fn = config().onednn_gemm ? &at::native::mkldnn_matmul : nullptr;
@@ -50,6 +52,22 @@ void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, dou
   }
   if (out.scalar_type() == at::kFloat && flops >= kOneDnnMinFlops && onednn() != nullptr) {
     onednn()(a, b, out, static_cast<float>(beta), 1.0f);
+  } else if (beta == 0.0) {
+    at::mm_out(const_cast<at::Tensor&>(out), a, b);
+  } else {
+    const_cast<at::Tensor&>(out).addmm_(a, b, beta, 1.0);
+  }
+}
+
+void matmul_one_thread(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out,
+                       double beta) {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool amd = __builtin_cpu_is("amd");
+#else
+  constexpr bool amd = false;
+#endif
+  if (amd || out.numel() == 0 || a.size(1) == 0) {
+    matmul(a, b, out, beta);
   } else if (beta == 0.0) {
     at::mm_out(const_cast<at::Tensor&>(out), a, b);
   } else {

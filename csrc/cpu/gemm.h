@@ -21,4 +21,14 @@ namespace lstm_ext::cpu {
 // means out is not read (as in BLAS): it may hold anything, NaN included.
 void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, double beta);
 
+// The same, for a caller that runs it on one thread (OneThread, step_team.h):
+// ATen's GEMM (MKL) except on AMD CPUs, where it is oneDNN as in matmul. MKL
+// is kept off multi-threaded products because it splits their sums by thread
+// count (gemm.cpp); on one thread it was faster on this project's Intel Xeon:
+// training with the backward's one-thread products (backward_products.h) on
+// MKL against oneDNN, 2 threads, 0.91-0.93 of the time at (32,32,64,50),
+// 0.85-0.86 at (64,1,32,336), 0.91-0.93 at (16,64,128,100).
+void matmul_one_thread(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out,
+                       double beta);
+
 } // namespace lstm_ext::cpu

@@ -24,6 +24,7 @@
 #include <array>
 
 #include "../ops.h"
+#include "backward_products.h"
 #include "bf16/lstm_bf16.h"
 #include "checks.h"
 #include "config.h"
@@ -148,9 +149,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
   Tensor grad_input = through_weight(output_mask[0], w_ih);
   Tensor grad_hx = through_weight(output_mask[1], w_hh);
   if (!output_mask[2]) grad_cx.reset();
-  Tensor grad_w_ih = product(output_mask[3], grad_gates.t(), input);
-  Tensor grad_w_hh = product(output_mask[4], grad_gates.t(), hx);
-  Tensor grad_bias = output_mask[5] ? grad_gates.sum(0) : Tensor();
+  // The weight and bias gradients sum over the batch: split as the layer's
+  // (backward_products.h), so that their bits do not depend on the thread
+  // count (at (4096, 32, 64) they did with 2 and 4 threads).
+  BackwardProducts products;
+  Tensor grad_w_ih, grad_w_hh, grad_bias;
+  if (output_mask[3]) {
+    grad_w_ih = at::empty_like(w_ih, at::MemoryFormat::Contiguous);
+    products.product(grad_w_ih, {{grad_gates.t(), input}});
+  }
+  if (output_mask[4]) {
+    grad_w_hh = at::empty_like(w_hh, at::MemoryFormat::Contiguous);
+    products.product(grad_w_hh, {{grad_gates.t(), hx}});
+  }
+  if (output_mask[5]) {
+    grad_bias = at::empty({4 * s.hidden}, grad_gates.options());
+    products.column_sums(grad_bias, grad_gates);
+  }
+  products.run();
   return {grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias};
 }
 

@@ -18,8 +18,9 @@
 // Backward: per step only the pointwise pass and dh = dgates @ W_hh
 // (vec::small_gemm_packed on W_hh packed once where it is large, else
 // vec::small_gemm, or vec::gemv_cols for one row, on W_hh as it lies) are
-// sequential; dx, dW_ih, dW_hh and the bias gradient are one GEMM (or one
-// reduction) each over all T*B rows after the loop.
+// sequential; dx, dW_ih, dW_hh and the bias gradient are products (or a
+// reduction) over all T*B rows after the loop, split where a library would
+// split their sums by thread count (backward_products.h).
 //
 // Threads: where W_hh fits in each core's L2 (layer_row_groups,
 // layer_steps.h), the batch rows are split into groups and each thread runs
@@ -52,6 +53,7 @@
 #include <vector>
 
 #include "../ops.h"
+#include "backward_products.h"
 #include "bf16/lstm_bf16.h"
 #include "buffer_cache.h"
 #include "checks.h"
@@ -413,25 +415,30 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
     run_row_groups_or_steps(fused, s, sizeof(scalar_t), run_rows);
   });
 
+  // The products after the loop: fixed row tiles, each on one thread, side
+  // by side (backward_products.h: the same bits for any thread count).
   const Tensor dg2d = grad_gates.view({T * B, 4 * H});
   const Tensor x2d = input.reshape({T * B, s.input});
-  Tensor grad_input, grad_w_ih, grad_w_hh, grad_w_hr;
+  BackwardProducts products;
+  Tensor grad_input, grad_w_ih, grad_w_hh, grad_w_hr, grad_bias;
   if (output_mask[0]) {
     grad_input = cached_empty({T, B, s.input}, input.options());
-    matmul(dg2d, w_ih, grad_input.view({T * B, s.input}), 0.0);
+    products.product(grad_input.view({T * B, s.input}), {{dg2d, w_ih}});
   }
   if (output_mask[3]) {
     grad_w_ih = at::empty_like(w_ih, at::MemoryFormat::Contiguous);
-    matmul(dg2d.t(), x2d, grad_w_ih, 0.0);
+    products.product(grad_w_ih, {{dg2d.t(), x2d}});
   }
   if (output_mask[4]) {
-    // h_{t-1} is output[t-1] for t >= 1 and hx for t = 0: two GEMMs, no copy.
-    grad_w_hh = at::zeros_like(w_hh, at::MemoryFormat::Contiguous);
-    if (T > 0) matmul(grad_gates[0].t(), hx, grad_w_hh, 0.0);
+    // h_{t-1} is output[t-1] for t >= 1 and hx for t = 0: two terms, no copy.
+    grad_w_hh = at::empty_like(w_hh, at::MemoryFormat::Contiguous);
+    std::vector<BackwardProducts::Term> terms;
+    if (T > 0) terms.push_back({grad_gates[0].t(), hx});
     if (T > 1) {
-      matmul(grad_gates.narrow(0, 1, T - 1).reshape({(T - 1) * B, 4 * H}).t(),
-             output.narrow(0, 0, T - 1).reshape({(T - 1) * B, P}), grad_w_hh, 1.0);
+      terms.push_back({grad_gates.narrow(0, 1, T - 1).reshape({(T - 1) * B, 4 * H}).t(),
+                       output.narrow(0, 0, T - 1).reshape({(T - 1) * B, P})});
     }
+    products.product(grad_w_hh, terms);
   }
   if (output_mask[6] && s.projected) {
     // dW_hr = sum_t (dh + grad_output)_t^T @ (o_t * tanh(c_t)). Padded rows'
@@ -445,9 +452,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
       }
     }
     grad_w_hr = at::empty_like(*w_hr, at::MemoryFormat::Contiguous);
-    matmul(grad_h_proj.view({T * B, P}).t(), h_raw.view({T * B, H}), grad_w_hr, 0.0);
+    products.product(grad_w_hr, {{grad_h_proj.view({T * B, P}).t(), h_raw.view({T * B, H})}});
   }
-  Tensor grad_bias = output_mask[5] ? dg2d.sum(0) : Tensor();
+  if (output_mask[5]) {
+    grad_bias = at::empty({4 * H}, input.options());
+    products.column_sums(grad_bias, dg2d);
+  }
+  products.run();
   if (!output_mask[1]) dh.reset();
   if (!output_mask[2]) dc.reset();
   return {grad_input, dh, dc, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr};

@@ -26,6 +26,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <utility>
 
 // MKL keeps its own thread count (torch.set_num_threads sets it), which
 // OpenMP's does not override; its thread-local setting does. Bound weakly, as
@@ -294,7 +295,14 @@ void run_with_step_team(BodyFn body, const void* ctx) {
   if (error) std::rethrow_exception(error);
 }
 
-void run_row_groups(int64_t groups, GroupFn fn, const void* ctx) {
+namespace {
+
+// for_each_row_group and for_each_task: fn(ctx, k) for k in [0, n), threads
+// claiming k from a counter. `alike`: the items are alike in work (row
+// groups), so thread 0 waiting at the end for longer than one of them means a
+// thread off the CPU; tasks differ, and only thread 0's own time off the CPU
+// tells.
+void run_claimed(int64_t groups, GroupFn fn, const void* ctx, bool alike) {
   const int threads = static_cast<int>(std::min<int64_t>(at::get_num_threads(), groups));
   if (threads <= 1 || current_team != nullptr || at::in_parallel_region() || omp_in_parallel()) {
     for (int64_t g = 0; g < groups; ++g) fn(ctx, g);
@@ -338,10 +346,31 @@ void run_row_groups(int64_t groups, GroupFn fn, const void* ctx) {
   // shared one core).
   if (off_cpu > kLongWaitNs + on_cpu / 2) {
     note_contended();
-  } else if (!long_wait(now_ns() - finished, longest / 4)) {
+  } else if (alike && !long_wait(now_ns() - finished, longest / 4)) {
     smooth_call();
   }
   if (error) std::rethrow_exception(error);
+}
+
+} // namespace
+
+void run_row_groups(int64_t groups, GroupFn fn, const void* ctx) {
+  run_claimed(groups, fn, ctx, true);
+}
+
+void run_tasks(int64_t tasks, GroupFn fn, const void* ctx) {
+  const std::pair<GroupFn, const void*> job(fn, ctx);
+  run_claimed(
+      tasks,
+      [](const void* c, int64_t k) {
+        const auto* j = static_cast<const std::pair<GroupFn, const void*>*>(c);
+        // Also inside the region: oneDNN and ATen run serially there by
+        // themselves, but MKL may not (float64 weight gradients differed
+        // from one thread's without this).
+        const OneThread one;
+        j->first(j->second, k);
+      },
+      &job, false);
 }
 
 OpThreads::OpThreads() {
@@ -362,6 +391,17 @@ OpThreads::~OpThreads() {
     // 0 restores "no thread-local setting: MKL's global one".
     if (&MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(previous_mkl_);
   }
+}
+
+OneThread::OneThread() {
+  previous_ = omp_get_max_threads();
+  omp_set_num_threads(1);
+  if (&MKL_Set_Num_Threads_Local != nullptr) previous_mkl_ = MKL_Set_Num_Threads_Local(1);
+}
+
+OneThread::~OneThread() {
+  omp_set_num_threads(previous_);
+  if (&MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(previous_mkl_);
 }
 
 int64_t thread_fallbacks() { return fallbacks.load(std::memory_order_relaxed); }

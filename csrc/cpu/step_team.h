@@ -53,6 +53,7 @@ using GroupFn = void (*)(const void* ctx, int64_t group);
 void team_parallel_for(int64_t begin, int64_t end, int64_t grain, ChunkFn fn, const void* ctx);
 void run_with_step_team(BodyFn body, const void* ctx);
 void run_row_groups(int64_t groups, GroupFn fn, const void* ctx);
+void run_tasks(int64_t tasks, GroupFn fn, const void* ctx);
 
 // Held for the whole of a layer op: on one thread (OpenMP's thread count for
 // this thread, which ATen's and oneDNN's parallel regions read, and MKL's
@@ -63,6 +64,21 @@ class OpThreads {
   ~OpThreads();
   OpThreads(const OpThreads&) = delete;
   OpThreads& operator=(const OpThreads&) = delete;
+
+ private:
+  int previous_ = 0;
+  int previous_mkl_ = 0;
+};
+
+// Held around a library call that must run on one thread (ATen's, oneDNN's
+// and MKL's thread counts for this thread set to one, then restored): its
+// result then cannot depend on how many threads the process has.
+class OneThread {
+ public:
+  OneThread();
+  ~OneThread();
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
 
  private:
   int previous_ = 0;
@@ -89,6 +105,17 @@ template <typename F>
 inline void for_each_row_group(int64_t groups, const F& f) {
   run_row_groups(
       groups, [](const void* ctx, int64_t g) { (*static_cast<const F*>(ctx))(g); }, &f);
+}
+
+// f(k) for each k in [0, tasks), side by side: threads claim tasks in order
+// from a counter (so list the longest first), and each task runs on one
+// thread (OneThread). For independent library calls (backward_products.h).
+// Where one thread is configured, or inside a parallel region, one after
+// another.
+template <typename F>
+inline void for_each_task(int64_t tasks, const F& f) {
+  run_tasks(
+      tasks, [](const void* ctx, int64_t k) { (*static_cast<const F*>(ctx))(k); }, &f);
 }
 
 // Runs body() on this thread with a step team serving its parallel_for calls.

@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Tuple
 
+import pytest
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -88,28 +89,63 @@ def detached(tensors):
 # -- Python threads sharing one module -------------------------------------------------
 
 
-def test_kernels_give_the_same_bits_for_any_thread_count(dtype):
+# (batch, input, hidden, seq_len) of the thread-count test: the modules'
+# default shape above, the main job's (its weight gradients' sums are 21504
+# long: oneDNN split them between threads, and the bits changed with 2, 3, 8
+# and 16 threads, before csrc/cpu/backward_products.h), a long univariate
+# series (changed from 4 threads on; and MKL's dx with 3) and a small layer.
+LAYER_SHAPES = [(32, INPUT, HIDDEN, 20), (64, 1, 32, 336), (4, 1, 8, 2000), (32, 32, 64, 50)]
+THREAD_COUNTS = (1, 2, 3, 4, 8)
+
+
+def results_by_thread_count(run):
+    threads = torch.get_num_threads()
+    results = {}
+    try:
+        for n in THREAD_COUNTS:
+            torch.set_num_threads(n)
+            results[n] = run()
+    finally:
+        torch.set_num_threads(threads)
+    return results
+
+
+def assert_same_bits(results):
+    for n, got in results.items():
+        for i, (a, b) in enumerate(zip(results[1], got)):
+            assert torch.isfinite(a).all()
+            assert torch.equal(a, b), f"result {i}: {n} threads differ from one"
+
+
+@pytest.mark.parametrize("shape", LAYER_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_kernels_give_the_same_bits_for_any_thread_count(dtype, shape):
     # What makes the bitwise comparisons below meaningful: forked children and
-    # DataLoader workers run on one thread, the parent on several.
-    m = lstm_ext.LSTM(INPUT, HIDDEN, num_layers=2, dtype=dtype)
-    x = torch.randn(20, 32, INPUT, dtype=dtype, generator=gen(0)).requires_grad_()
+    # DataLoader workers run on one thread, the parent on several; and a
+    # training run must not change when the kernels fall back to one thread
+    # on a busy CPU (step_team.h).
+    batch, input_size, hidden, steps = shape
+    m = lstm_ext.LSTM(input_size, hidden, num_layers=2, dtype=dtype)
+    x = torch.randn(steps, batch, input_size, dtype=dtype, generator=gen(0)).requires_grad_()
 
     def run():
         out, (h, c) = m(x)
         return [out, h, c, *torch.autograd.grad(out.sum() + c.sum(), [x, *m.parameters()])]
 
-    threads = torch.get_num_threads()
-    results = {}
-    try:
-        for n in (1, 2, 3):
-            torch.set_num_threads(n)
-            results[n] = run()
-    finally:
-        torch.set_num_threads(threads)
-    for n in (2, 3):
-        for i, (a, b) in enumerate(zip(results[1], results[n])):
-            assert torch.isfinite(a).all()
-            assert torch.equal(a, b), f"result {i}: {n} threads differ from one"
+    assert_same_bits(results_by_thread_count(run))
+
+
+def test_cell_gives_the_same_bits_for_any_thread_count(dtype):
+    # The cell's weight gradients sum over the batch: 4096 rows split between
+    # threads changed the bits with 2 and 4 threads before.
+    cell = lstm_ext.LSTMCell(32, 64, dtype=dtype)
+    x = torch.randn(4096, 32, dtype=dtype, generator=gen(1)).requires_grad_()
+    state = [torch.randn(4096, 64, dtype=dtype, generator=gen(2)) for _ in range(2)]
+
+    def run():
+        h, c = cell(x, (state[0], state[1]))
+        return [h, c, *torch.autograd.grad(h.sum() + c.sum(), [x, *cell.parameters()])]
+
+    assert_same_bits(results_by_thread_count(run))
 
 
 def test_threads_forward(dtype):
