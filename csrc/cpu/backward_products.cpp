@@ -136,7 +136,9 @@ void BackwardProducts::chunked(const at::Tensor& out, const std::vector<Term>& t
     for (const Term& t : terms) {
       const int64_t len = t.first.size(1);
       const int64_t lo = std::max(bounds[i], start), hi = std::min(bounds[i + 1], start + len);
-      if (lo < hi) {
+      if (lo == start && hi == start + len) {
+        parts.push_back(t);  // the whole term: no views to make
+      } else if (lo < hi) {
         parts.push_back({t.first.narrow(1, lo - start, hi - lo),
                          t.second.narrow(0, lo - start, hi - lo)});
       }
@@ -198,7 +200,7 @@ void BackwardProducts::run() {
   }
   // The chunks' partial results, added in order (small: chunks split only
   // small outputs).
-  {
+  if (!sums_.empty()) {
     const OneThread one;
     for (const Piece& p : sums_) p.run();
   }

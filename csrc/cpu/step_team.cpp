@@ -394,12 +394,16 @@ OpThreads::~OpThreads() {
 }
 
 OneThread::OneThread() {
+  // Nothing to do where one thread is configured: then MKL's setting is one
+  // too (torch.set_num_threads sets both; OpThreads does).
+  if (omp_get_max_threads() == 1 && !omp_in_parallel()) return;
   previous_ = omp_get_max_threads();
   omp_set_num_threads(1);
   if (&MKL_Set_Num_Threads_Local != nullptr) previous_mkl_ = MKL_Set_Num_Threads_Local(1);
 }
 
 OneThread::~OneThread() {
+  if (previous_ == 0) return;
   omp_set_num_threads(previous_);
   if (&MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(previous_mkl_);
 }
