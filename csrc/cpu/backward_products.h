@@ -15,8 +15,9 @@
 //     and at (64,512,512,50) and (64,256,256,100) with 16
 //     (tests/ops/test_threads.py covers these now). A piece on one thread
 //     never splits its sums. Left: the large products that stay one call on
-//     all threads; at (64,512,512,50) with 16 threads oneDNN's dW_ih and
-//     dW_hh still differ from one thread in the last bits.
+//     all threads; at (64,512,512,50) and (64,256,256,100) with 16 threads
+//     oneDNN's dW_ih and dW_hh still differed from one thread in the last
+//     bits in some runs.
 //   * Speed where the products are small: a small layer's GEMMs gain little
 //     from a second thread (this project's 2-core Xeon, (32,32,64,50): dx
 //     169 us on 2 threads against 208 on 1, dW_ih 245 against 286, dW_hh 365
@@ -24,8 +25,9 @@
 //
 // A weight gradient (a = dgates^T, column-major) is cut along its sum's K rows
 // into chunks, each chunk's partial product in a scratch (the first in the
-// output), then added up in chunk order; a bias gradient likewise. The
-// measurements that chose this are at the top of backward_products.cpp.
+// output), then added up in chunk order; a bias gradient likewise. A small
+// dx (row-major a) runs in tiles of its rows. The measurements that chose
+// this are at the top of backward_products.cpp.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -59,6 +61,7 @@ class BackwardProducts {
     std::function<void()> run;
   };
   void chunked(const at::Tensor& out, const std::vector<Term>& terms, double cost);
+  void row_tiles(const at::Tensor& out, const Term& term, double cost);
   void add_partials(const at::Tensor& out, const std::vector<at::Tensor>& partials);
   std::vector<Piece> whole_;   // each on all threads, first
   std::vector<Piece> pieces_;  // side by side, one thread each
