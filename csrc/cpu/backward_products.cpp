@@ -152,15 +152,13 @@ void BackwardProducts::row_tiles(const at::Tensor& out, const Term& term, double
 
 // The terms' K rows, end to end, in chunks; each chunk is the terms' rows in
 // it, summed in order into its own scratch (the first chunk: into out), and a
-// last step adds the scratches to out in chunk order. float32 and float64
-// only: a bfloat16 product is one piece, its sum in one call.
+// last step adds the scratches to out in chunk order. (float32 and float64:
+// the bfloat16 kernels make their own products, bf16/lstm_bf16.cpp.)
 void BackwardProducts::chunked(const at::Tensor& out, const std::vector<Term>& terms,
                                double cost) {
   int64_t k = 0;
   for (const Term& t : terms) k += t.first.size(1);
-  const bool splittable = out.scalar_type() == at::kFloat || out.scalar_type() == at::kDouble;
-  const std::vector<int64_t> bounds = splittable ? chunk_bounds(k, cost)
-                                                 : std::vector<int64_t>{0, k};
+  const std::vector<int64_t> bounds = chunk_bounds(k, cost);
   const double share = cost / static_cast<double>(bounds.size() - 1);
   std::vector<at::Tensor> partials;
   for (size_t i = 0; i + 1 < bounds.size(); ++i) {

@@ -376,21 +376,7 @@ void run_tasks(int64_t tasks, GroupFn fn, const void* ctx) {
 OpThreads::OpThreads() {
   if (serial_calls_left.load(std::memory_order_relaxed) <= 0 || omp_in_parallel()) return;
   serial_calls_left.fetch_sub(1, std::memory_order_relaxed);
-  previous_ = omp_get_max_threads();
-  if (previous_ > 1) {
-    omp_set_num_threads(1);
-    if (&MKL_Set_Num_Threads_Local != nullptr) previous_mkl_ = MKL_Set_Num_Threads_Local(1);
-  } else {
-    previous_ = 0;
-  }
-}
-
-OpThreads::~OpThreads() {
-  if (previous_ > 0) {
-    omp_set_num_threads(previous_);
-    // 0 restores "no thread-local setting: MKL's global one".
-    if (&MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(previous_mkl_);
-  }
+  one_.emplace();
 }
 
 OneThread::OneThread() {
@@ -405,6 +391,7 @@ OneThread::OneThread() {
 OneThread::~OneThread() {
   if (previous_ == 0) return;
   omp_set_num_threads(previous_);
+  // 0 restores "no thread-local setting: MKL's global one".
   if (&MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(previous_mkl_);
 }
 

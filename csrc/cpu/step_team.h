@@ -42,6 +42,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 namespace lstm_ext::cpu {
 
@@ -54,21 +55,6 @@ void team_parallel_for(int64_t begin, int64_t end, int64_t grain, ChunkFn fn, co
 void run_with_step_team(BodyFn body, const void* ctx);
 void run_row_groups(int64_t groups, GroupFn fn, const void* ctx);
 void run_tasks(int64_t tasks, GroupFn fn, const void* ctx);
-
-// Held for the whole of a layer op: on one thread (OpenMP's thread count for
-// this thread, which ATen's and oneDNN's parallel regions read, and MKL's
-// thread-local one) while the CPU is found contended, else a no-op.
-class OpThreads {
- public:
-  OpThreads();
-  ~OpThreads();
-  OpThreads(const OpThreads&) = delete;
-  OpThreads& operator=(const OpThreads&) = delete;
-
- private:
-  int previous_ = 0;
-  int previous_mkl_ = 0;
-};
 
 // Held around a library call that must run on one thread (ATen's, oneDNN's
 // and MKL's thread counts for this thread set to one, then restored): its
@@ -83,6 +69,16 @@ class OneThread {
  private:
   int previous_ = 0;
   int previous_mkl_ = 0;
+};
+
+// Held for the whole of a layer op: on one thread (a OneThread) while the
+// CPU is found contended, else a no-op.
+class OpThreads {
+ public:
+  OpThreads();
+
+ private:
+  std::optional<OneThread> one_;
 };
 
 // How often the process fell back to one thread so far (benchmarks and tests
