@@ -94,7 +94,9 @@ def detached(tensors):
 # long: oneDNN split them between threads, and the bits changed with 2, 3, 8
 # and 16 threads, before csrc/cpu/backward_products.h), a long univariate
 # series (changed from 4 threads on; and MKL's dx with 3) and a small layer.
-LAYER_SHAPES = [(32, INPUT, HIDDEN, 20), (64, 1, 32, 336), (4, 1, 8, 2000), (32, 32, 64, 50)]
+# (100, 4, 3, 5): every product small enough to run at once (backward_products.cpp)
+LAYER_SHAPES = [(32, INPUT, HIDDEN, 20), (64, 1, 32, 336), (4, 1, 8, 2000), (32, 32, 64, 50),
+                (100, 4, 3, 5)]
 THREAD_COUNTS = (1, 2, 3, 4, 8)
 
 
