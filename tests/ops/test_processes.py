@@ -81,6 +81,8 @@ FORK_SCRIPT = """
             return str(e)
         return None
 
+    # Asked in the parent: a forked child asking CUDA would initialize it there.
+    backward_in_fork = torch.accelerator.device_count() == 0  # the module docstring says why
     before = run()
     assert torch.get_num_threads() == 2
     torch.save(before, os.path.join(out_dir, "parent.pt"))
@@ -90,7 +92,7 @@ FORK_SCRIPT = """
         status = 1
         try:
             threads = torch.get_num_threads()
-            backward = torch.accelerator.device_count() == 0  # the module docstring says why
+            backward = backward_in_fork
             refused = {} if backward else {"ours": backward_error(ours),
                                            "nn": backward_error(theirs)}
             torch.save({"threads": threads, "results": run(backward), "refused": refused},
