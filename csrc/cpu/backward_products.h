@@ -26,8 +26,9 @@
 // A weight gradient (a = dgates^T, column-major) is cut along its sum's K rows
 // into chunks, each chunk's partial product in a scratch (the first in the
 // output), then added up in chunk order; a bias gradient likewise. A small
-// dx (row-major a) runs in tiles of its rows. The measurements that chose
-// this are at the top of backward_products.cpp.
+// dx (row-major a) runs in tiles of its rows. The smallest products and sums
+// (kRunNowMax) run at once, as the one piece they would be. The measurements
+// that chose this are at the top of backward_products.cpp.
 #pragma once
 
 #include <ATen/core/Tensor.h>
