@@ -115,6 +115,12 @@ void sum_terms(const at::Tensor& out, const std::vector<BackwardProducts::Term>&
   }
 }
 
+// out (N) = the sum of a's rows, accumulated in out's dtype.
+void sum_rows(const at::Tensor& out, const at::Tensor& a) {
+  at::Tensor o = out;
+  at::sum_out(o, a, {0}, false, out.scalar_type());
+}
+
 } // namespace
 
 void BackwardProducts::product(const at::Tensor& out, const std::vector<Term>& terms) {
@@ -212,8 +218,7 @@ void BackwardProducts::column_sums(const at::Tensor& out, const at::Tensor& a) {
   const double cost = kReadCost * a.numel();
   if (cost < kRunNowMax) {  // one chunk: run it now
     const OneThread one;
-    at::Tensor o = out;
-    at::sum_out(o, a, {0}, false, out.scalar_type());
+    sum_rows(out, a);
     return;
   }
   const std::vector<int64_t> bounds = chunk_bounds(k, cost);
@@ -224,10 +229,8 @@ void BackwardProducts::column_sums(const at::Tensor& out, const at::Tensor& a) {
     const at::Tensor dst = i == 0 ? out : at::empty_like(out);
     if (i > 0) partials.push_back(dst);
     pieces_.push_back({share, [dst, a, k0, rows, k] {
-                         at::Tensor o = dst;
                          // the whole of a without a view where one chunk takes it
-                         at::sum_out(o, rows == k ? a : a.narrow(0, k0, rows), {0}, false,
-                                     dst.scalar_type());
+                         sum_rows(dst, rows == k ? a : a.narrow(0, k0, rows));
                        }});
   }
   add_partials(out, partials);

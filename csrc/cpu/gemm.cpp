@@ -35,6 +35,15 @@ OneDnnMatmul onednn() {
   return fn;
 }
 
+// ATen's GEMM (MKL for float32 and float64): out = beta * out + a @ b.
+void aten_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, double beta) {
+  if (beta == 0.0) {
+    at::mm_out(const_cast<at::Tensor&>(out), a, b);
+  } else {
+    const_cast<at::Tensor&>(out).addmm_(a, b, beta, 1.0);
+  }
+}
+
 } // namespace
 
 void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, double beta) {
@@ -52,10 +61,8 @@ void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, dou
   }
   if (out.scalar_type() == at::kFloat && flops >= kOneDnnMinFlops && onednn() != nullptr) {
     onednn()(a, b, out, static_cast<float>(beta), 1.0f);
-  } else if (beta == 0.0) {
-    at::mm_out(const_cast<at::Tensor&>(out), a, b);
   } else {
-    const_cast<at::Tensor&>(out).addmm_(a, b, beta, 1.0);
+    aten_matmul(a, b, out, beta);
   }
 }
 
@@ -68,10 +75,8 @@ void matmul_one_thread(const at::Tensor& a, const at::Tensor& b, const at::Tenso
 #endif
   if (amd || out.numel() == 0 || a.size(1) == 0) {
     matmul(a, b, out, beta);
-  } else if (beta == 0.0) {
-    at::mm_out(const_cast<at::Tensor&>(out), a, b);
   } else {
-    const_cast<at::Tensor&>(out).addmm_(a, b, beta, 1.0);
+    aten_matmul(a, b, out, beta);
   }
 }
 

@@ -415,8 +415,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
     run_row_groups_or_steps(fused, s, sizeof(scalar_t), run_rows);
   });
 
-  // The products after the loop: fixed row tiles, each on one thread, side
-  // by side (backward_products.h: the same bits for any thread count).
+  // The products after the loop, in pieces fixed by the shapes
+  // (backward_products.h: the same bits for any thread count).
   const Tensor dg2d = grad_gates.view({T * B, 4 * H});
   const Tensor x2d = input.reshape({T * B, s.input});
   BackwardProducts products;

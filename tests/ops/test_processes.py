@@ -243,7 +243,8 @@ DATALOADER_SCRIPT = """
             loader = DataLoader(items, batch_size=None, num_workers=2,
                                 multiprocessing_context=context, timeout=120)
             got[str(context)] = list(loader)
-        torch.save({"serial": serial, "got": got}, os.path.join(out_dir, "loader.pt"))
+        torch.save({"serial": serial, "got": got, "fork_backward": fork_backward},
+                   os.path.join(out_dir, "loader.pt"))
 """
 
 
@@ -257,7 +258,7 @@ def test_dataloader_workers_fork_and_spawn(tmp_path):
         for want, have in zip(serial, items):
             assert have[0] == want[0]
             for i, (a, b) in enumerate(zip(want[1:], have[1:])):
-                if b is None and context == "fork" and torch.accelerator.device_count() > 0:
+                if b is None and context == "fork" and not result["fork_backward"]:
                     continue  # the gradient, which torch refuses there (module docstring)
                 assert torch.isfinite(a).all()
                 assert torch.equal(a, b), \
