@@ -21,6 +21,24 @@ constexpr double kOneDnnMinFlops = 4.0e6;
 using OneDnnMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float,
                               float);
 
+// Whether this torch's mkldnn_matmul computes a float32 product on this CPU.
+// It may refuse: torch 2.13 sends float32 down its bf16 path, which needs
+// avx512bw/vl/dq or avx_ne_convert ("mkldnn_matmul: mkldnn_matmul bf16 path
+// needs the cpu support ..."), so on an AVX2-only CPU (an AMD EPYC 7003 VM)
+// every product above kOneDnnMinFlops threw. Asked once, with a 1 x 1
+// product; a refusal (or a wrong answer) keeps every product on MKL.
+bool onednn_takes_float() {
+  if (&at::native::mkldnn_matmul == nullptr) return false;
+  try {
+    const at::Tensor a = at::full({1, 1}, 3.0f);
+    const at::Tensor out = at::zeros({1, 1});
+    at::native::mkldnn_matmul(a, a, out, 0.0f, 1.0f);
+    return out.item<float>() == 9.0f;
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
+
 // Not MKL on Intel CPUs, though there it was 7-30% faster at one thread
 // (3200x512 @ 512x2048: 32.5 vs 36.0 ms): MKL splits a long sum (a weight
 // gradient's T * B rows) between its threads, so a layer's result changed
@@ -31,7 +49,8 @@ using OneDnnMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Te
 // (backward_products.h).
 OneDnnMatmul onednn() {
   // LSTM_EXT_GEMM=aten keeps every product on ATen's GEMM (for comparisons).
-  static const OneDnnMatmul fn = config().onednn_gemm ? &at::native::mkldnn_matmul : nullptr;
+  static const OneDnnMatmul fn =
+      config().onednn_gemm && onednn_takes_float() ? &at::native::mkldnn_matmul : nullptr;
   return fn;
 }
 
