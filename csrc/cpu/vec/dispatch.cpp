@@ -18,13 +18,40 @@
 
 namespace lstm_ext::cpu::vec {
 
+namespace {
+
+// Whether the CPU runs a build's instructions (sources.txt's flags for it).
+// ATen's choice alone is not enough: ATEN_CPU_CAPABILITY=avx512 on an
+// AVX2-only CPU (an AMD EPYC 7003) made ATen report AVX512, and our AVX-512
+// kernels died there of SIGILL at their first instruction.
+[[maybe_unused]] bool cpu_runs_avx512() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+[[maybe_unused]] bool cpu_runs_avx2() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+} // namespace
+
 Capability detect_capability() {
   const std::string aten = at::get_cpu_capability();
 #if defined(LSTM_EXT_HAVE_AVX512)
-  if (aten == "AVX512") return Capability::AVX512;
+  if (aten == "AVX512" && cpu_runs_avx512()) return Capability::AVX512;
 #endif
 #if defined(LSTM_EXT_HAVE_AVX2)
-  if (aten == "AVX512" || aten == "AVX2") return Capability::AVX2;
+  if ((aten == "AVX512" || aten == "AVX2") && cpu_runs_avx2()) return Capability::AVX2;
 #endif
   return Capability::DEFAULT;
 }

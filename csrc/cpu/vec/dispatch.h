@@ -6,7 +6,8 @@
 //
 // The choice reuses ATen's (at::get_cpu_capability), so that the
 // ATEN_CPU_CAPABILITY environment variable steers both alike, e.g. to test the
-// AVX2 or default build on an AVX-512 machine.
+// AVX2 or default build on an AVX-512 machine; never above what the CPU runs
+// (ATen reports AVX512 for ATEN_CPU_CAPABILITY=avx512 on any CPU).
 #pragma once
 
 #include <c10/util/Exception.h>
