@@ -88,11 +88,12 @@ fuzz: install
 	LSTM_EXT_FUZZ_N=$(N) $(PY) -m pytest -q tests/ops/test_fuzz.py
 
 # Another build of the op library, loaded instead of lstm_ext/_C.abi3.so by
-# LSTM_EXT_LIBRARY; the Python package is the same source tree.
+# LSTM_EXT_LIBRARY; the Python package is the same source tree. Only the
+# capability builds this CPU runs (setup.py, LSTM_EXT_NATIVE_ONLY).
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g
 SAN_LIB := build/sanitize/lib/lstm_ext/_C.abi3.so
 $(SAN_LIB): $(VENV)/.deps $(SOURCES)
-	CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(PY) setup.py --quiet build_ext \
+	LSTM_EXT_NATIVE_ONLY=1 CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" $(PY) setup.py --quiet build_ext \
 		--build-temp build/sanitize/temp --build-lib build/sanitize/lib
 
 # Python itself is not instrumented: the sanitizer runtimes are preloaded, and

@@ -46,6 +46,27 @@ if not wants_debug_info():
 MACHINE = platform.machine().lower().replace("amd64", "x86_64")
 
 
+def cpu_runs(flags):
+    """Whether this machine's CPU has every instruction set in `flags` (-mavx2,
+    -mavx512bf16, -mamx-tile, ...), by /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            have = next((line.split(":", 1)[1].split() for line in f
+                         if line.startswith("flags")), [])
+    except OSError:
+        return False
+    names = {"avx512bf16": "avx512_bf16", "avx512vnni": "avx512_vnni"}
+    wanted = [f[2:].replace("-", "_") for f in flags if f.startswith("-m")]
+    return all(names.get(w, w) in have for w in wanted)
+
+
+# LSTM_EXT_NATIVE_ONLY=1 builds only the capability files this CPU runs: for
+# the sanitizer build (Makefile, test-sanitize), whose ASan code in each file's
+# static initializer is compiled with that file's flags and ran at load time
+# (an AVX2-only EPYC: SIGILL, vmovdqu8 in kernels_avx512.cpp's initializer).
+NATIVE_ONLY = os.environ.get("LSTM_EXT_NATIVE_ONLY", "") not in ("", "0")
+
+
 def read_sources():
     """csrc/sources.txt: common sources, and per-capability sources with their
     own flags (built only for their machine; chosen at run time)."""
@@ -58,7 +79,7 @@ def read_sources():
             path = os.path.join("csrc", parts[0])
             if len(parts) == 1:
                 common.append(path)
-            elif parts[1] == MACHINE:
+            elif parts[1] == MACHINE and (not NATIVE_ONLY or cpu_runs(parts[3:])):
                 per_capability.append((path, parts[2], parts[3:]))
     return common, per_capability
 
