@@ -156,7 +156,9 @@ inline bool i8_quantize_row(const float* a, int64_t K, int64_t kpad, uint8_t* u,
     const float q = std::min(127.f, std::max(-127.f, std::nearbyint(a[k] * inv)));
     u[k] = static_cast<uint8_t>(static_cast<int32_t>(q) + 128);
   }
-  std::memset(u + K, 128, kpad - K);
+  // Not with kpad == K: u may then be null (input size 0), and memset of a
+  // null pointer is undefined even for 0 bytes (UBSan, AVX2 build).
+  if (kpad > K) std::memset(u + K, 128, kpad - K);
 #endif
   return true;
 }
