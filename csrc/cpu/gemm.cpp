@@ -1,8 +1,12 @@
 #include "gemm.h"
 
 #include <ATen/ATen.h>
+#include <ATen/ThreadLocalState.h>
+
+#include <algorithm>
 
 #include "config.h"
+#include "step_team.h"
 
 // Declared weak: if this torch lacks the symbol (or changed its signature, and
 // so its mangled name), the address is null and MKL serves every product.
@@ -63,6 +67,59 @@ void aten_matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out
   }
 }
 
+// MKL splits a product of few rows between its threads otherwise than it
+// computes it on one: the bits then change with the thread count (and with
+// the one-thread fallback, step_team.h). Scanned on an AMD EPYC (Zen 3),
+// torch 2.13, a (M, K) @ (K, N) float32 product against one thread, M up to
+// 128 and 200-4096, K x N 32 x 512 and 256 x 1024: M 5-7 and 9-11 differed
+// with 2, 5, 6 and 8 threads, and also 17-19 and 25-27 with 12 and 16 (none
+// with 3 or 4; K = 1 never). A layer's input projection of 6 rows and the
+// cell's gate products at batch 6 changed so (tests/ops/test_threads.py).
+// Below this many rows, such a product runs in column tiles fixed by its
+// shape, each one MKL call on one thread, side by side on the threads.
+constexpr int64_t kMklFewRows = 64;
+// A tile has at least this many columns, in multiples of 16 (a cache line of
+// float32), and at least this many FLOPs (tens of microseconds on one core).
+// Against MKL on 2 threads (lstm_ext.ops.gemm, this EPYC, 2 threads, medians
+// of 3 alternating runs, us, very noisy): (8,512)@(512,4096) 1165 -> 650,
+// (6,32)@(32,512) 14 -> 10, (32,256)@(256,2048) 340-377 -> 417-420,
+// (40,64)@(64,1024) 77-87 -> 60-106; with 1e6 FLOPs per tile (more tiles)
+// 95 at (40,64)@(64,1024) and 585 at (32,256)@(256,2048), with 4e6 no better.
+// A product of one tile (N below 128: (40,1024)@(1024,64), as a cell's dx)
+// runs on one thread: 85 against 62-102. Tiles of rows as well were slower
+// (101-107 there).
+constexpr int64_t kTileMinColumns = 64;
+constexpr int64_t kTileAlign = 16;
+constexpr double kTileMinFlops = 2.0e6;
+
+// aten_matmul whose result does not depend on the thread count (see above).
+void aten_matmul_fixed(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out,
+                       double beta) {
+  const int64_t M = a.size(0), N = b.size(1);
+  if (M >= kMklFewRows) {
+    aten_matmul(a, b, out, beta);
+    return;
+  }
+  const double flops = 2.0 * M * a.size(1) * N;
+  const int64_t tiles = std::min(N / kTileMinColumns, static_cast<int64_t>(flops / kTileMinFlops));
+  if (tiles <= 1) {
+    const OneThread one;
+    aten_matmul(a, b, out, beta);
+    return;
+  }
+  int64_t width = (N + tiles - 1) / tiles;
+  width = (width + kTileAlign - 1) / kTileAlign * kTileAlign;
+  // The caller's thread-local state (dispatch keys, grad mode) on every
+  // thread: an ATen op on an OpenMP thread would otherwise run as if called
+  // from Python, autograd included (backward_products.cpp does the same).
+  const at::ThreadLocalState state;
+  for_each_task((N + width - 1) / width, [&](int64_t k) {
+    const at::ThreadLocalStateGuard guard(state);
+    const int64_t j = k * width, n = std::min(width, N - j);
+    aten_matmul(a, b.narrow(1, j, n), out.narrow(1, j, n), beta);
+  });
+}
+
 } // namespace
 
 void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, double beta) {
@@ -81,7 +138,7 @@ void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, dou
   if (out.scalar_type() == at::kFloat && flops >= kOneDnnMinFlops && onednn() != nullptr) {
     onednn()(a, b, out, static_cast<float>(beta), 1.0f);
   } else {
-    aten_matmul(a, b, out, beta);
+    aten_matmul_fixed(a, b, out, beta);
   }
 }
 

@@ -19,6 +19,8 @@ namespace lstm_ext::cpu {
 
 // a (M, K), b (K, N), out (M, N), any strides ATen's GEMMs accept. beta == 0
 // means out is not read (as in BLAS): it may hold anything, NaN included.
+// On MKL, a product of fewer than 64 rows runs in column tiles fixed by its
+// shape, one thread each: MKL split such products by thread count (gemm.cpp).
 void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, double beta);
 
 // The same, for a caller that runs it on one thread (OneThread, step_team.h):
