@@ -15,7 +15,8 @@
 // (vec/bf16_kernels.h: AMX tiles or vdpbf16ps where the CPU has them, on
 // weights packed once per call), the backward's large products (dx, dW_ih,
 // dW_hh) as one oneDNN bf16 GEMM each through ATen (float32 accumulation, one
-// rounding of the result to bf16).
+// rounding of the result to bf16), or in float32 where ATen's bf16 GEMM is
+// not oneDNN's (matmul, gemm.h).
 // The bias gradient is a float32 sum.
 //
 // LSTM_EXT_GEMM=aten has no effect here: bf16 has no float32-style
@@ -240,9 +241,16 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell_forward(
   check_buffer_fits(op, "gates", {s.batch, 4, s.hidden}, at::kFloat);
   check_biases(op, b_ih, b_hh, s.hidden, kBF16);
   const auto fopts = input.options().dtype(at::kFloat);
-  Tensor gates = at::mm(input, w_ih.t()).to(at::kFloat);
-  gates.add_(at::mm(hx, w_hh.t()));
-  gates = gates.contiguous();
+  Tensor gates;
+  if (aten_bf16_gemm_is_native()) {
+    gates = at::mm(input, w_ih.t()).to(at::kFloat);
+    gates.add_(at::mm(hx, w_hh.t()));
+    gates = gates.contiguous();
+  } else {  // float32 products, no bf16 rounding between them (gemm.h)
+    gates = at::empty({s.batch, 4 * s.hidden}, fopts);
+    matmul(input.to(at::kFloat), w_ih.to(at::kFloat).t(), gates, 0.0);
+    matmul(hx.to(at::kFloat), w_hh.to(at::kFloat).t(), gates, 1.0);
+  }
   const Tensor bi = optional_float(b_ih), bh = optional_float(b_hh);
   const Tensor c_prev = to_float(cx);
   Tensor hy = at::empty({s.batch, s.hidden}, fopts);
@@ -284,11 +292,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
                                   grad_gates.data_ptr<float>(),
                                   grad_cx.data_ptr<float>()});
   const Tensor dg = grad_gates.to(kBF16);
-  Tensor grad_input = output_mask[0] ? at::mm(dg, w_ih) : Tensor();
-  Tensor grad_hx = output_mask[1] ? at::mm(dg, w_hh) : Tensor();
+  // Each product in bf16 through matmul (float32 where ATen's bf16 GEMM is
+  // not oneDNN's: gemm.h).
+  auto product = [&](bool wanted, const Tensor& a, const Tensor& b) {
+    if (!wanted) return Tensor();
+    Tensor out = at::empty({a.size(0), b.size(1)}, input.options());
+    matmul(a, b, out, 0.0);
+    return out;
+  };
+  Tensor grad_input = product(output_mask[0], dg, w_ih);
+  Tensor grad_hx = product(output_mask[1], dg, w_hh);
   Tensor grad_cx_out = output_mask[2] ? grad_cx.to(kBF16) : Tensor();
-  Tensor grad_w_ih = output_mask[3] ? at::mm(dg.t(), input) : Tensor();
-  Tensor grad_w_hh = output_mask[4] ? at::mm(dg.t(), hx) : Tensor();
+  Tensor grad_w_ih = product(output_mask[3], dg.t(), input);
+  Tensor grad_w_hh = product(output_mask[4], dg.t(), hx);
   Tensor grad_bias = output_mask[5] ? grad_gates.sum(0).to(kBF16) : Tensor();
   return {grad_input, grad_hx, grad_cx_out, grad_w_ih, grad_w_hh, grad_bias};
 }
