@@ -123,6 +123,28 @@ def test_large_weights_and_zero_rows():
     check_exact(args)
 
 
+def test_extreme_products_are_exact():
+    """Every activation at its row's largest magnitude (q = +-127, u = 255 or 1)
+    and every weight at +-127: the pairs a u8 x s8 product into int16 would
+    clip (2 * 255 * 127 > 32767; the AVX2 build's vpmaddubsw, int8_math.h).
+    Scales keep the pre-activations near one, so a clipped sum shows."""
+    T, B, I, H = 3, 6, 72, 16
+    g = torch.Generator().manual_seed(3)
+
+    def signs(*shape, p=0.5):
+        return torch.where(torch.rand(*shape, generator=g) < p, 1.0, -1.0)
+
+    x = signs(T, B, I) * 2.0
+    h0 = signs(B, H) * 0.5
+    c0 = torch.randn(B, H, generator=g)
+    q_ih = (signs(4 * H, I, p=0.8) * 127).to(torch.int8)
+    q_hh = (signs(4 * H, H, p=0.8) * 127).to(torch.int8)
+    s_ih = torch.full((4 * H,), 1.0 / (2 * I * 127))
+    s_hh = torch.full((4 * H,), 1.0 / (2 * H * 127))
+    out, _, _ = check_exact([x, h0, c0, q_ih, s_ih, q_hh, s_hh, None])
+    assert out.abs().max() > 0.05  # the gates are not saturated: the sums matter
+
+
 @pytest.mark.parametrize("shape", [(0, 3, 4, 5), (3, 0, 4, 5), (3, 2, 0, 5)],
                          ids=["no_steps", "no_batch", "no_input"])
 def test_empty_sizes(shape):
