@@ -24,6 +24,9 @@ namespace lstm_ext::cpu {
 // bfloat16 operands and out: see aten_bf16_gemm_is_native.
 void matmul(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, double beta);
 
+// a @ b into a fresh (M, N) tensor of a's dtype, by the matmul above.
+at::Tensor matmul_new(const at::Tensor& a, const at::Tensor& b);
+
 // Whether ATen's bfloat16 GEMM runs on oneDNN on this CPU (torch's
 // mkldnn::_is_mkldnn_bf16_supported: avx512bw/vl/dq or avx_ne_convert for
 // torch 2.13). Where it does not (an AVX2-only CPU), ATen falls back to

@@ -124,10 +124,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
   });
   // Each remaining gradient is one GEMM (or reduction), skipped when unmasked.
   auto product = [&](bool wanted, const Tensor& a, const Tensor& b) {
-    if (!wanted) return Tensor();
-    Tensor out = at::empty({a.size(0), b.size(1)}, input.options());
-    matmul(a, b, out, 0.0);
-    return out;
+    return wanted ? matmul_new(a, b) : Tensor();
   };
   // dgates @ W (the weight as it lies, row-major) is the step kernels' shape:
   // no library call, no packing of W at every step. Packing it per call, as

@@ -294,17 +294,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
   const Tensor dg = grad_gates.to(kBF16);
   // Each product in bf16 through matmul (float32 where ATen's bf16 GEMM is
   // not oneDNN's: gemm.h).
-  auto product = [&](bool wanted, const Tensor& a, const Tensor& b) {
-    if (!wanted) return Tensor();
-    Tensor out = at::empty({a.size(0), b.size(1)}, input.options());
-    matmul(a, b, out, 0.0);
-    return out;
-  };
-  Tensor grad_input = product(output_mask[0], dg, w_ih);
-  Tensor grad_hx = product(output_mask[1], dg, w_hh);
+  Tensor grad_input = output_mask[0] ? matmul_new(dg, w_ih) : Tensor();
+  Tensor grad_hx = output_mask[1] ? matmul_new(dg, w_hh) : Tensor();
   Tensor grad_cx_out = output_mask[2] ? grad_cx.to(kBF16) : Tensor();
-  Tensor grad_w_ih = product(output_mask[3], dg.t(), input);
-  Tensor grad_w_hh = product(output_mask[4], dg.t(), hx);
+  Tensor grad_w_ih = output_mask[3] ? matmul_new(dg.t(), input) : Tensor();
+  Tensor grad_w_hh = output_mask[4] ? matmul_new(dg.t(), hx) : Tensor();
   Tensor grad_bias = output_mask[5] ? grad_gates.sum(0).to(kBF16) : Tensor();
   return {grad_input, grad_hx, grad_cx_out, grad_w_ih, grad_w_hh, grad_bias};
 }
