@@ -26,7 +26,7 @@
 #include <cstring>
 #include <vector>
 
-#if defined(LSTM_EXT_BF16_DPBF16)
+#if defined(LSTM_EXT_BF16_DPBF16) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -185,6 +185,67 @@ inline void dp_rows(const bf16* A, int64_t lda, const bf16* panel, int64_t kp0, 
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
     for (int q = 0; q < 4; ++q) _mm512_storeu_ps(partial + i * 64 + q * 16, acc[i][q]);
+  }
+}
+
+#elif defined(__AVX2__) && defined(__FMA__)
+
+// AVX2 (the avx2 and the avx512-without-BF16 builds): the same sums in float32
+// with FMA, in vdpbf16ps' order (the odd element of a pair, then the even:
+// each product of two bf16 values is exact in float32, so each FMA rounds
+// once, as vdpbf16ps does). A pair (k, k+1) read as one 32-bit word holds k
+// in its low half: k + 1's float32 is the word with the low half cleared, k's
+// the word shifted left by 16, two integer operations for 8 columns. Two rows
+// x 32 columns of accumulators (8 of the 16 registers), each weight vector
+// converted once for both rows. The portable loop below, which the compiler
+// vectorised, ran bf16 inference at (64,512,512,50) in 218-267 ms against
+// 99-141 ms in float32 (2 threads, this project's AVX2 EPYC).
+template <int MR>
+inline void dp_rows(const bf16* A, int64_t lda, const bf16* panel, int64_t kp0, int64_t kp1,
+                    float* partial, bool first) {
+  static_assert(MR == 1 || MR % 2 == 0, "rows in pairs, or one");
+  constexpr int R = MR == 1 ? 1 : 2;
+  const __m256i high = _mm256_set1_epi32(static_cast<int32_t>(0xffff0000u));
+  for (int i0 = 0; i0 < MR; i0 += R) {
+    for (int half = 0; half < 2; ++half) {
+      float* out = partial + i0 * 64 + half * 32;
+      __m256 acc[R][4];
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) {
+          acc[r][v] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(out + r * 64 + v * 8);
+        }
+      }
+      for (int64_t kp = kp0; kp < kp1; ++kp) {
+        const bf16* wk = panel + kp * kBf16GroupCols * 2 + half * 64;
+        __m256 a0[R], a1[R];
+#pragma GCC unroll 2
+        for (int r = 0; r < R; ++r) {
+          int32_t pair;
+          std::memcpy(&pair, A + (i0 + r) * lda + 2 * kp, sizeof(pair));
+          const __m256i p = _mm256_set1_epi32(pair);
+          a1[r] = _mm256_castsi256_ps(_mm256_and_si256(p, high));
+          a0[r] = _mm256_castsi256_ps(_mm256_slli_epi32(p, 16));
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) {
+          const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + v * 16));
+          const __m256 w1 = _mm256_castsi256_ps(_mm256_and_si256(w, high));
+          const __m256 w0 = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+#pragma GCC unroll 2
+          for (int r = 0; r < R; ++r) {
+            acc[r][v] = _mm256_fmadd_ps(a1[r], w1, acc[r][v]);
+            acc[r][v] = _mm256_fmadd_ps(a0[r], w0, acc[r][v]);
+          }
+        }
+      }
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; ++v) _mm256_storeu_ps(out + r * 64 + v * 8, acc[r][v]);
+      }
+    }
   }
 }
 
