@@ -27,6 +27,7 @@
 
 #include <vector>
 
+#include "../backward_products.h"
 #include "../buffer_cache.h"
 #include "../checks.h"
 #include "../gemm.h"
@@ -147,6 +148,52 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   return {output, hy, cy, gates, cs};
 }
 
+namespace {
+
+// The backward's products after its loop (dx, dW_ih, dW_hh) where ATen's bf16
+// GEMM is scalar (gemm.h: aten_bf16_gemm_is_native), so that they run in
+// float32 anyway: each operand converted once (matmul would convert dgates
+// for each of the three), then the float32 layer's pieces fixed by the
+// shapes (backward_products.h). matmul's float32 products were one MKL call
+// each on all threads, and MKL splits a weight gradient's long sum (T * B
+// rows) between threads on Intel CPUs: the bits would change with the
+// thread count there (tests/ops/test_threads.py). Each result is rounded to
+// bf16 once, as before.
+void float_products(const Tensor& dg2d, const Tensor& x2d, const Tensor& hx, const Tensor& output,
+                    const Tensor& w_ih, const LayerSizes& s, const std::array<bool, 6>& output_mask,
+                    Tensor& grad_input, Tensor& grad_w_ih, Tensor& grad_w_hh) {
+  const int64_t T = s.steps, B = s.batch, H = s.hidden;
+  const auto fopts = dg2d.options().dtype(at::kFloat);
+  const Tensor dg = dg2d.to(at::kFloat);
+  BackwardProducts products;
+  Tensor dx, dw_ih, dw_hh;
+  if (output_mask[0]) {
+    dx = at::empty({T * B, s.input}, fopts);
+    products.product(dx, {{dg, w_ih.to(at::kFloat)}});
+  }
+  if (output_mask[3]) {
+    dw_ih = at::empty({4 * H, s.input}, fopts);
+    products.product(dw_ih, {{dg.t(), x2d.to(at::kFloat)}});
+  }
+  if (output_mask[4]) {
+    // h_{t-1} is hx for t = 0 and output[t-1] after: two terms, as in float32.
+    dw_hh = at::empty({4 * H, H}, fopts);
+    std::vector<BackwardProducts::Term> terms;
+    if (T > 0) terms.push_back({dg.narrow(0, 0, B).t(), hx.to(at::kFloat)});
+    if (T > 1) {
+      terms.push_back({dg.narrow(0, B, (T - 1) * B).t(),
+                       output.narrow(0, 0, T - 1).reshape({(T - 1) * B, H}).to(at::kFloat)});
+    }
+    products.product(dw_hh, terms);
+  }
+  products.run();
+  if (dx.defined()) grad_input = dx.view({T, B, s.input}).to(kBF16);
+  if (dw_ih.defined()) grad_w_ih = dw_ih.to(kBF16);
+  if (dw_hh.defined()) grad_w_hh = dw_hh.to(kBF16);
+}
+
+} // namespace
+
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
     const std::optional<Tensor>& grad_output, const std::optional<Tensor>& grad_hy,
     const std::optional<Tensor>& grad_cy, const Tensor& input, const Tensor& hx,
@@ -207,21 +254,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   const Tensor dg2d = grad_gates.view({T * B, 4 * H});
   const Tensor x2d = input.reshape({T * B, s.input});
   Tensor grad_input, grad_w_ih, grad_w_hh, grad_bias;
-  if (output_mask[0]) {
-    grad_input = at::empty({T, B, s.input}, opts);
-    matmul(dg2d, w_ih, grad_input.view({T * B, s.input}), 0.0);
-  }
-  if (output_mask[3]) {
-    grad_w_ih = at::empty_like(w_ih, at::MemoryFormat::Contiguous);
-    matmul(dg2d.t(), x2d, grad_w_ih, 0.0);
-  }
-  if (output_mask[4]) {
-    // h_{t-1}: hx for t = 0, output[t-1] after; one GEMM (one rounding).
-    grad_w_hh = at::empty_like(w_hh, at::MemoryFormat::Contiguous);
-    const Tensor h_prev =
-        T > 1 ? at::cat({hx.unsqueeze(0), output.narrow(0, 0, T - 1)}) : hx.unsqueeze(0);
-    matmul(dg2d.t(), T > 0 ? h_prev.reshape({T * B, H}) : h_prev.narrow(0, 0, 0).reshape({0, H}),
-           grad_w_hh, 0.0);
+  if (!aten_bf16_gemm_is_native()) {
+    float_products(dg2d, x2d, hx, output, w_ih, s, output_mask, grad_input, grad_w_ih, grad_w_hh);
+  } else {
+    if (output_mask[0]) {
+      grad_input = at::empty({T, B, s.input}, opts);
+      matmul(dg2d, w_ih, grad_input.view({T * B, s.input}), 0.0);
+    }
+    if (output_mask[3]) {
+      grad_w_ih = at::empty_like(w_ih, at::MemoryFormat::Contiguous);
+      matmul(dg2d.t(), x2d, grad_w_ih, 0.0);
+    }
+    if (output_mask[4]) {
+      // h_{t-1}: hx for t = 0, output[t-1] after; one GEMM (one rounding).
+      grad_w_hh = at::empty_like(w_hh, at::MemoryFormat::Contiguous);
+      const Tensor h_prev =
+          T > 1 ? at::cat({hx.unsqueeze(0), output.narrow(0, 0, T - 1)}) : hx.unsqueeze(0);
+      matmul(dg2d.t(), T > 0 ? h_prev.reshape({T * B, H}) : h_prev.narrow(0, 0, 0).reshape({0, H}),
+             grad_w_hh, 0.0);
+    }
   }
   if (output_mask[5]) grad_bias = at::sum(dg2d, {0}, false, at::kFloat).to(kBF16);
   Tensor grad_hx = output_mask[1] ? dh.to(kBF16) : Tensor();
