@@ -70,12 +70,27 @@ constexpr int kChunksPerThread = 4;
 // under load the probing costs an ever smaller share, and an idle machine
 // stays parallel. Process-wide and approximate (relaxed atomics): a
 // heuristic, not a synchronisation.
+//
+// One wait alone does not send the process to one thread: a cloud VM's host
+// takes a vCPU away for a few milliseconds now and then on a machine that is
+// otherwise idle, and one such wait cost the next two layer calls their
+// second thread (at (64,512,512,50), a whole training step). Measured on this
+// project's 2-vCPU EPYC VM with nothing else running,
+// `bench_threads.py --quick --threads 1,2`: 2 fallbacks per shape, and 2
+// threads gave 1.50x one thread in training at (64,512,512,50). So a wait
+// (a strike) falls back only when another came within kStrikeWindow
+// parallel calls before it; a lone one costs the rest of its own call (run
+// inline). On a CPU really shared every call waits, so the second call falls
+// back, and after a stretch on one thread the probing call, which has had no
+// parallel call since the last strike, falls back at once.
 constexpr int64_t kMinBackoff = 2;        // layer calls
 constexpr int64_t kMaxBackoff = 4096;
 constexpr int64_t kLongWaitNs = 200000;   // plus 4 chunks' time
+constexpr int64_t kStrikeWindow = 8;      // parallel layer calls
 std::atomic<int64_t> serial_calls_left{0};
 std::atomic<int64_t> backoff{kMinBackoff};
 std::atomic<int64_t> smooth_calls{0};
+std::atomic<int64_t> calls_since_strike{kStrikeWindow};
 std::atomic<int64_t> fallbacks{0};
 
 // CPU time of the calling thread: with wall time, how long it was off the CPU.
@@ -91,8 +106,11 @@ int64_t now_ns() {
       .count();
 }
 
-// Marks the CPU contended: the next `backoff` layer calls run on one thread.
+// A wait for a thread off the CPU: on the second within kStrikeWindow
+// parallel calls, marks the CPU contended: the next `backoff` layer calls run
+// on one thread.
 void note_contended() {
+  if (calls_since_strike.exchange(0, std::memory_order_relaxed) >= kStrikeWindow) return;
   const int64_t b = backoff.load(std::memory_order_relaxed);
   serial_calls_left.store(b, std::memory_order_relaxed);
   backoff.store(std::min(2 * b, kMaxBackoff), std::memory_order_relaxed);
@@ -107,6 +125,7 @@ bool long_wait(int64_t wait_ns, int64_t chunk_ns) {
 }
 
 void smooth_call() {
+  calls_since_strike.fetch_add(1, std::memory_order_relaxed);
   if (smooth_calls.fetch_add(1, std::memory_order_relaxed) + 1 >=
       backoff.load(std::memory_order_relaxed)) {
     backoff.store(std::max(backoff.load(std::memory_order_relaxed) / 2, kMinBackoff),
