@@ -173,8 +173,9 @@ void BackwardProducts::row_tiles(const at::Tensor& out, const Term& term, double
 
 // The terms' K rows, end to end, in chunks; each chunk is the terms' rows in
 // it, summed in order into its own scratch (the first chunk: into out), and a
-// last step adds the scratches to out in chunk order. (float32 and float64:
-// the bfloat16 kernels make their own products, bf16/lstm_bf16.cpp.)
+// last step adds the scratches to out in chunk order. (float32 and float64;
+// the bfloat16 layer's products where they run in float32,
+// bf16/lstm_bf16.cpp.)
 void BackwardProducts::chunked(const at::Tensor& out, const std::vector<Term>& terms,
                                double cost) {
   int64_t k = 0;

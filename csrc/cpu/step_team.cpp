@@ -79,10 +79,14 @@ constexpr int kChunksPerThread = 4;
 // `bench_threads.py --quick --threads 1,2`: 2 fallbacks per shape, and 2
 // threads gave 1.50x one thread in training at (64,512,512,50). So a wait
 // (a strike) falls back only when another came within kStrikeWindow
-// parallel calls before it; a lone one costs the rest of its own call (run
-// inline). On a CPU really shared every call waits, so the second call falls
-// back, and after a stretch on one thread the probing call, which has had no
-// parallel call since the last strike, falls back at once.
+// parallel calls before it; a lone one found during a step costs the rest of
+// its own call (run inline), one found at a call's end nothing more. On a CPU
+// really shared every call waits, so the second call falls back, and after a
+// stretch on one thread the probing call, which has had no parallel call
+// since the last strike, falls back at once. Left: waits that come less often
+// than once in kStrikeWindow calls each cost their stall and never fall back
+// (before, each cost the next calls their second thread); the window counts
+// the calls of step teams and row groups, not for_each_task's.
 constexpr int64_t kMinBackoff = 2;        // layer calls
 constexpr int64_t kMaxBackoff = 4096;
 constexpr int64_t kLongWaitNs = 200000;   // plus 4 chunks' time

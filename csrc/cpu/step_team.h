@@ -21,8 +21,10 @@
 // Idle team threads spin briefly (the next step follows within microseconds),
 // then yield the CPU, then sleep.
 //
-// A step that waited for a thread off the CPU also sends the process to one
-// thread for its next layer calls (OpThreads; backoff in step_team.cpp).
+// A step that waited for a thread off the CPU runs the rest of its call
+// inline; a second such wait within a few calls also sends the process to
+// one thread for its next layer calls (OpThreads; backoff and the two-strike
+// rule in step_team.cpp).
 //
 // Row groups (for_each_row_group): where the whole of W_hh fits in each
 // core's own cache, a layer's batch rows are split between threads instead,

@@ -150,7 +150,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
 
 namespace {
 
-// The backward's products after its loop (dx, dW_ih, dW_hh) where ATen's bf16
+// The backward's products after its loop (dx, dW_ih, dW_hh, and the bias
+// gradient's column sums) where ATen's bf16
 // GEMM is scalar (gemm.h: aten_bf16_gemm_is_native), so that they run in
 // float32 anyway: each operand converted once (matmul would convert dgates
 // for each of the three), then the float32 layer's pieces fixed by the
@@ -161,12 +162,13 @@ namespace {
 // bf16 once, as before.
 void float_products(const Tensor& dg2d, const Tensor& x2d, const Tensor& hx, const Tensor& output,
                     const Tensor& w_ih, const LayerSizes& s, const std::array<bool, 6>& output_mask,
-                    Tensor& grad_input, Tensor& grad_w_ih, Tensor& grad_w_hh) {
+                    Tensor& grad_input, Tensor& grad_w_ih, Tensor& grad_w_hh, Tensor& grad_bias) {
+  if (!output_mask[0] && !output_mask[3] && !output_mask[4] && !output_mask[5]) return;
   const int64_t T = s.steps, B = s.batch, H = s.hidden;
   const auto fopts = dg2d.options().dtype(at::kFloat);
   const Tensor dg = dg2d.to(at::kFloat);
   BackwardProducts products;
-  Tensor dx, dw_ih, dw_hh;
+  Tensor dx, dw_ih, dw_hh, db;
   if (output_mask[0]) {
     dx = at::empty({T * B, s.input}, fopts);
     products.product(dx, {{dg, w_ih.to(at::kFloat)}});
@@ -186,10 +188,15 @@ void float_products(const Tensor& dg2d, const Tensor& x2d, const Tensor& hx, con
     }
     products.product(dw_hh, terms);
   }
+  if (output_mask[5]) {
+    db = at::empty({4 * H}, fopts);
+    products.column_sums(db, dg);
+  }
   products.run();
   if (dx.defined()) grad_input = dx.view({T, B, s.input}).to(kBF16);
   if (dw_ih.defined()) grad_w_ih = dw_ih.to(kBF16);
   if (dw_hh.defined()) grad_w_hh = dw_hh.to(kBF16);
+  if (db.defined()) grad_bias = db.to(kBF16);
 }
 
 } // namespace
@@ -255,7 +262,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   const Tensor x2d = input.reshape({T * B, s.input});
   Tensor grad_input, grad_w_ih, grad_w_hh, grad_bias;
   if (!aten_bf16_gemm_is_native()) {
-    float_products(dg2d, x2d, hx, output, w_ih, s, output_mask, grad_input, grad_w_ih, grad_w_hh);
+    float_products(dg2d, x2d, hx, output, w_ih, s, output_mask, grad_input, grad_w_ih, grad_w_hh,
+                   grad_bias);
   } else {
     if (output_mask[0]) {
       grad_input = at::empty({T, B, s.input}, opts);
@@ -273,8 +281,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
       matmul(dg2d.t(), T > 0 ? h_prev.reshape({T * B, H}) : h_prev.narrow(0, 0, 0).reshape({0, H}),
              grad_w_hh, 0.0);
     }
+    if (output_mask[5]) grad_bias = at::sum(dg2d, {0}, false, at::kFloat).to(kBF16);
   }
-  if (output_mask[5]) grad_bias = at::sum(dg2d, {0}, false, at::kFloat).to(kBF16);
   Tensor grad_hx = output_mask[1] ? dh.to(kBF16) : Tensor();
   Tensor grad_cx = output_mask[2] ? dc.to(kBF16) : Tensor();
   return {grad_input, grad_hx, grad_cx, grad_w_ih, grad_w_hh, grad_bias};
