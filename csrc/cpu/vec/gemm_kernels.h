@@ -315,9 +315,16 @@ template <typename T>
 inline void step_unit_block(const StepForward<T>& a, int64_t u0, int64_t n, T* partial) {
   // AVX-512 has 32 vector registers: 6 rows x 4 gates of accumulators fit
   // beside the 4 gates' weights and a broadcast (4 rows did before: 0.90 of the
-  // time with 6 at (64,512,512,50) inference, one thread); with 16 (AVX2 and
-  // narrower) two rows do. The rows left over go 4, 2, then 1 at a time.
-  constexpr int MR = sizeof(Vectorized<T>) >= 64 ? 6 : 2;
+  // time with 6 at (64,512,512,50) inference, one thread). With 16 (AVX2 and
+  // narrower) three rows: 12 accumulators, 3 broadcasts and one gate's weights
+  // (gcc 12 keeps them all in registers and reads the other gates' weights as
+  // the FMAs' memory operands): 12 FMAs per 7 loads, where two rows gave 8
+  // per 6. Against two rows (benchmarks/bench_ab.py --mode infer, an AVX2
+  // EPYC, 2 threads, 3-5 rounds): 0.79 of the time at (64,512,512,50), 0.81
+  // at (32,32,64,50), 0.82 at (8,64,256,100), 0.90-0.91 at (64,256,256,100)
+  // and (64,1,32,336). A row's sums keep their order: the same bits. The rows
+  // left over go 4, 2, then 1 at a time.
+  constexpr int MR = sizeof(Vectorized<T>) >= 64 ? 6 : 3;
   // K in chunks whose slice of the packed panel (64 x 4 gates x one vector,
   // contiguous) stays in L1 while every row group streams past it.
   constexpr int64_t kChunk = 64;
