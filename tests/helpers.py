@@ -213,7 +213,9 @@ def layer_samples() -> List[Sample]:
     - "blocked": shapes that exercise the step kernels' full and partial
       blocks, rows in groups plus a remainder, hidden units in whole vectors
       plus a tail, rows ending at every step;
-    - "univariate": input size 1 (inference projects the input per step);
+    - "univariate": input size 1; "input8" and "input9": the largest input
+      size whose projection the step kernels make themselves (at most 8, in
+      inference and training) and the smallest left to the whole-sequence GEMM;
     - "proj": with a projection w_hr (proj_size), small and blocked shapes,
       with and without bias and lengths, one row included.
     """
@@ -231,6 +233,9 @@ def layer_samples() -> List[Sample]:
         # A univariate series: inference projects the input step by step.
         for lengths in (None, [7, 7, 6, 4, 2, 1]):
             out.append(_layer_sample("univariate", 7, 6, 1, 20, dtype, lengths=lengths))
+            for inputs in (8, 9):
+                out.append(_layer_sample(f"input{inputs}", 7, 6, inputs, 20, dtype,
+                                         lengths=lengths))
         for bias, lengths in ((True, None), (False, [5, 3, 3, 1]), (True, [5, 5, 2, 1])):
             out.append(_layer_sample("proj", 5, 4, 3, 6, dtype, bias, lengths, proj=2))
         out.append(_layer_sample("proj", 3, 1, 2, 5, dtype, proj=4))

@@ -8,7 +8,8 @@
 // Aliasing: outputs are fresh (or cached, buffer_cache.h) buffers; inputs are
 // only read.
 //
-// Forward: the input projection of all T*B rows is one GEMM; then each step is
+// Forward: the input projection of all T*B rows is one GEMM (for an input of
+// at most kStepProjectionMaxInput features, the step kernel's own); then each step is
 // one fused kernel (vec::fused_forward_step: the recurrent product for all
 // four gates of a block of hidden units, then the cell update with the biases,
 // in one parallel region) on a copy of W_hh packed once for the sequence.
@@ -67,6 +68,16 @@ namespace lstm_ext::cpu {
 namespace {
 
 using at::Tensor;
+
+// The largest input size whose projection the fused step makes itself (see
+// layer_forward). Against the whole-sequence GEMM (MKL on this project's AVX2
+// EPYC, 2 threads, alternating processes, medians in ms, GEMM -> fused):
+// (64,8,256,100) inference 42-44 -> 35-37, training 145-160 -> 125-136;
+// (32,8,64,50) training 5.5 -> 4.6; (64,4,32,336) inference 8.0-8.9 ->
+// 5.2-6.2; the main job's (64,1,32,336) training 19-21 -> 16-18 (6 rounds).
+// At 16 features it was no faster ((64,16,256,100) inference 38-42 against
+// 46-84, training 102-128 against 125-127), at 32 slower.
+constexpr int64_t kStepProjectionMaxInput = 8;
 
 LayerSizes check_layer_args(const char* op, const Tensor& input, const Tensor& hx,
                             const Tensor& cx, const Tensor& w_ih, const Tensor& w_hh,
@@ -177,21 +188,28 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
   // The input projection of every step at once; the biases are added by the
   // step's cell update, which reads the gates anyway.
   //
-  // Except for a univariate series (input size 1) in inference: there the
-  // fused step makes each step's projection into a one-step slot, each thread
-  // for its own hidden units (vec::StepForward::x). The
-  // (T, B, 4H) buffer of every step was written once and read once from
-  // memory (11 MB at the main job's (64, 1, 32, 336)) for one multiply per
-  // gate. Bit for bit what the whole-sequence GEMM gives: with one term, each
-  // is round(x * w).
+  // Except for a small input (at most kStepProjectionMaxInput features, a
+  // time series' few): there the fused step makes each step's projection
+  // itself, each thread for its own hidden units and rows
+  // (vec::StepForward::x), in inference into a one-step slot. A GEMM library
+  // with so short a sum runs far below its speed and writes, scales (MKL's
+  // beta pass) and reads back the (T, B, 4H) buffer of every step: at
+  // (64, 8, 256, 100) inference its call took 13% of the samples (perf). The
+  // sums run in input order, one FMA per term, the first onto zero: the same
+  // bits in inference and training, for any thread count; with one term (a
+  // univariate series) round(x * w), what the GEMM gives.
   const bool fused = config().step_kernels;
-  const bool step_projection = !save && fused && !s.projected && s.input == 1;
-  Tensor gates = cached_empty({step_projection ? std::min<int64_t>(T, 1) : T, B, 4 * H},
+  const bool step_projection =
+      fused && !s.projected && s.input >= 1 && s.input <= kStepProjectionMaxInput;
+  const bool one_slot = step_projection && !save;
+  Tensor gates = cached_empty({one_slot ? std::min<int64_t>(T, 1) : T, B, 4 * H},
                               input.options());
+  // Padded rows' gates are never written by the steps; handed out zeroed.
+  if (step_projection && save && s.padded) gates.zero_();
   const Tensor x2d = input.reshape({T * B, s.input});
   if (!step_projection) matmul(x2d, w_ih.t(), gates.view({T * B, 4 * H}), 0.0);
-  const Tensor x_c = step_projection ? x2d.contiguous() : Tensor();
-  const Tensor w_ih_c = step_projection ? w_ih.contiguous() : Tensor();  // (4H, 1)
+  const Tensor x_c = step_projection ? x2d.contiguous() : Tensor();          // (T * B, I)
+  const Tensor w_ih_t = step_projection ? w_ih.t().contiguous() : Tensor();  // (I, 4H)
 
   // Padded steps must read as zeros in output; cs is zeroed alike so that no
   // uninitialised memory is ever handed out.
@@ -252,14 +270,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
         const int64_t n = std::min(s.batch_sizes[t], r1) - r0;
         if (n <= 0) break;  // the running rows only shrink
         const int64_t row = r0 * H;
-        scalar_t* g = gates_p + ((step_projection ? 0 : t) * B + r0) * 4 * H;
+        scalar_t* g = gates_p + ((one_slot ? 0 : t) * B + r0) * 4 * H;
         const scalar_t* h_prev = t == 0 ? h0.data_ptr<scalar_t>() : out_p + (t - 1) * B * H;
         const scalar_t* c_prev = t == 0 ? c0.data_ptr<scalar_t>() : cs_p + slot(t - 1) * B * H;
         vec::fused_forward_step<scalar_t>(
             {g, packed.data_ptr<scalar_t>(), h_prev + row, c_prev + row,
              cs_p + slot(t) * B * H + row, out_p + t * B * H + row, bias_ih, bias_hh, n, H,
-             step_projection ? x_c.data_ptr<scalar_t>() + t * B + r0 : nullptr,
-             step_projection ? w_ih_c.data_ptr<scalar_t>() : nullptr});
+             step_projection ? x_c.data_ptr<scalar_t>() + (t * B + r0) * s.input : nullptr,
+             step_projection ? w_ih_t.data_ptr<scalar_t>() : nullptr, s.input});
       }
     };
     run_row_groups_or_steps(true, s, sizeof(scalar_t), run_rows);

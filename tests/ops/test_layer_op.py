@@ -103,6 +103,22 @@ def test_padded_steps_output_zeros_and_take_no_gradient():
     assert (args[0].grad[2:, 1] == 0).all() and (args[0].grad[1:, 2] == 0).all()
 
 
+@pytest.mark.parametrize("inputs", [1, 8, 9])
+def test_padded_steps_hand_out_no_stale_gates(inputs):
+    """The saved gates of rows past their length hold no stale memory: the
+    step kernels that make the input projection themselves (input size up to
+    8) never write them, so the op zeroes them. A call that leaves NaN in the
+    reused buffers (buffer_cache.h) comes first."""
+    args = list(layer_args(6, 5, inputs, 16))
+    poisoned = [torch.full_like(args[0], float("nan"))] + args[1:]
+    op.lstm_layer_forward(*poisoned, None, None)
+    lengths = torch.tensor([6, 4, 4, 2, 1])
+    out, h, c, gates, cs = op.lstm_layer_forward(*args, lengths, None)
+    assert torch.isfinite(gates).all() and torch.isfinite(cs).all()
+    if inputs <= 8:
+        assert (gates[4:, 1:] == 0).all() and (gates[1:, 4] == 0).all()
+
+
 @pytest.mark.parametrize("batch", [0, 1])
 def test_small_batches(batch):
     args = leaf(layer_args(3, batch, 2, 4))

@@ -297,10 +297,10 @@ template <typename T>
 inline void prefetch_cell_rows(const StepForward<T>& a, int64_t r0, int64_t r1, int64_t u0) {
   const int64_t H = a.hidden;
   for (int64_t r = r0; r < r1; ++r) {
-    if (a.x == nullptr) {
+    // (Also where the step makes the projection itself: in training it
+    // writes the gates of the whole sequence's buffer.)
 #pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) __builtin_prefetch(a.gates + r * 4 * H + q * H + u0, 1, 2);
-    }
+    for (int q = 0; q < 4; ++q) __builtin_prefetch(a.gates + r * 4 * H + q * H + u0, 1, 2);
     __builtin_prefetch(a.c_prev + r * H + u0, 0, 2);
     __builtin_prefetch(a.c_next + r * H + u0, 1, 2);
     __builtin_prefetch(a.h_next + r * H + u0, 1, 2);
@@ -348,14 +348,25 @@ inline void step_unit_block(const StepForward<T>& a, int64_t u0, int64_t n, T* p
   using Vec = Vectorized<T>;
   constexpr int64_t kVec = Vec::size();
   if (a.x != nullptr) {
-    // round(x * w) (an FMA onto zero), as the whole-sequence GEMM gives it.
+    // The input projection of this block's units (kernels.h, StepForward::x):
+    // input order, the first term an FMA onto zero, round(x * w).
+    const int64_t I = a.input_size;
     for (int64_t r = 0; r < a.rows; ++r) {
-      const Vec x(a.x[r]);
+      const T* xr = a.x + r * I;
+      Vec acc[4];
+      const Vec x0(xr[0]);
 #pragma GCC unroll 4
       for (int64_t q = 0; q < 4; ++q) {
-        store(at::vec::fmadd(x, load(a.w_ih + q * H + u0, n), Vec(T(0))),
-              a.gates + r * 4 * H + q * H + u0, n);
+        acc[q] = at::vec::fmadd(x0, load(a.w_ih + q * H + u0, n), Vec(T(0)));
       }
+      for (int64_t i = 1; i < I; ++i) {
+        const Vec xi(xr[i]);
+        const T* wi = a.w_ih + i * 4 * H + u0;
+#pragma GCC unroll 4
+        for (int64_t q = 0; q < 4; ++q) acc[q] = at::vec::fmadd(xi, load(wi + q * H, n), acc[q]);
+      }
+#pragma GCC unroll 4
+      for (int64_t q = 0; q < 4; ++q) store(acc[q], a.gates + r * 4 * H + q * H + u0, n);
     }
   }
   for (int64_t r = 0; r < a.rows; ++r) {

@@ -95,11 +95,14 @@ struct StepForward {
   const T* b_hh;     // (4H) or nullptr
   int64_t rows;
   int64_t hidden;
-  // Input size 1 (a univariate series, in inference): the step's input
-  // projection is made here, each thread for its own units, instead of read
-  // from gates: gates then only needs to be one step's scratch.
-  const T* x = nullptr;     // (rows) this step's input, or nullptr
-  const T* w_ih = nullptr;  // (4H) W_ih's one column, with x
+  // A small input (lstm_layer_kernel.cpp, kStepProjectionMaxInput): the
+  // step's input projection is made here, each thread for its own units,
+  // gates[r, u] = sum over i in order of x[r, i] * w_ih[i, u] (one FMA each,
+  // the first onto zero), instead of read from gates; in inference gates is
+  // then one step's scratch.
+  const T* x = nullptr;     // (rows, input_size) this step's input, or nullptr
+  const T* w_ih = nullptr;  // (input_size, 4H): W_ih transposed, with x
+  int64_t input_size = 0;   // with x
 };
 LSTM_EXT_DECLARE_KERNEL(fused_forward_step, void(const StepForward<T>& args));
 
