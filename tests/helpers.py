@@ -230,7 +230,10 @@ def layer_samples() -> List[Sample]:
         for batch, hidden in ((9, 40), (16, 64), (5, 17), (10, 70)):
             lengths = sorted([5, 5, 4, 2, 1] + [3] * (batch - 5), reverse=True)
             out.append(_layer_sample("blocked", 5, batch, 3, hidden, dtype, lengths=lengths))
-        # A univariate series: inference projects the input step by step.
+        out.append(_layer_sample("blocked-input12", 5, 9, 12, 40, dtype,
+                                 lengths=[5, 5, 4, 3, 3, 3, 3, 2, 1]))
+        # Input sizes up to 8 have their projection made by the step kernels,
+        # larger ones by one GEMM for the sequence.
         for lengths in (None, [7, 7, 6, 4, 2, 1]):
             out.append(_layer_sample("univariate", 7, 6, 1, 20, dtype, lengths=lengths))
             for inputs in (8, 9):

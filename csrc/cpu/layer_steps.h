@@ -78,7 +78,7 @@ inline int64_t l2_cache_bytes() {
 // (64,512,512,50), 4 MiB of W_hh, 45.6 / 49.7. So: rows where W_hh takes at
 // most half of L2; where it is above 256 KiB, only with 16 rows or more per
 // thread (each pass over W_hh from L2 then serves 16 rows); else at least 4
-// rows per group (the step kernels' row block), fewer groups than threads
+// rows per group (about the step kernels' row block), fewer groups than threads
 // if need be. Groups are contiguous (the rows running at a step are a prefix)
 // and balanced by the steps their rows run (lengths).
 inline std::vector<int64_t> layer_row_groups(const LayerSizes& s, int64_t weight_bytes) {

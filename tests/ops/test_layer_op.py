@@ -107,8 +107,9 @@ def test_padded_steps_output_zeros_and_take_no_gradient():
 def test_padded_steps_hand_out_no_stale_gates(inputs):
     """The saved gates of rows past their length hold no stale memory: the
     step kernels that make the input projection themselves (input size up to
-    8) never write them, so the op zeroes them. A call that leaves NaN in the
-    reused buffers (buffer_cache.h) comes first."""
+    8) never write them, so the op zeroes them. Fresh buffers are NaN under
+    the suite's LSTM_EXT_POISON (conftest.py); a call whose freed blocks hold
+    NaN comes first, for malloc to hand back without it."""
     args = list(layer_args(6, 5, inputs, 16))
     poisoned = [torch.full_like(args[0], float("nan"))] + args[1:]
     op.lstm_layer_forward(*poisoned, None, None)

@@ -89,14 +89,15 @@ def test_bad_arguments(bad, message):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_split_rows_give_the_same_bits(threads, dtype):
+@pytest.mark.parametrize("inputs", [5, 12])  # projection in the step kernel, and a GEMM's
+def test_split_rows_give_the_same_bits(threads, dtype, inputs):
     # Rows ending at every step (23, 22, ..., 1: every group of rows gets to
     # a step where only its first row runs), a batch the groups split
     # unevenly, and a hidden size with a partial vector: every thread count
     # gives the bits of one.
     steps, batch, hidden = 23, 23, 20
     lengths = torch.arange(steps, 0, -1)
-    args = layer_args(steps, batch, 5, hidden, dtype=dtype) + [lengths, None]
+    args = layer_args(steps, batch, inputs, hidden, dtype=dtype) + [lengths, None]
     sizes = [int((lengths > t).sum()) for t in range(steps)]
     weight_bytes = 4 * hidden * hidden * args[0].element_size()
 

@@ -323,7 +323,7 @@ inline void step_unit_block(const StepForward<T>& a, int64_t u0, int64_t n, T* p
   // EPYC, 2 threads, 3-5 rounds): 0.79 of the time at (64,512,512,50), 0.81
   // at (32,32,64,50), 0.82 at (8,64,256,100), 0.90-0.91 at (64,256,256,100)
   // and (64,1,32,336). A row's sums keep their order: the same bits. The rows
-  // left over go 4, 2, then 1 at a time.
+  // left over go 4 (AVX-512), 2, then 1 at a time.
   constexpr int MR = sizeof(Vectorized<T>) >= 64 ? 6 : 3;
   // K in chunks whose slice of the packed panel (64 x 4 gates x one vector,
   // contiguous) stays in L1 while every row group streams past it.
@@ -349,7 +349,8 @@ inline void step_unit_block(const StepForward<T>& a, int64_t u0, int64_t n, T* p
   constexpr int64_t kVec = Vec::size();
   if (a.x != nullptr) {
     // The input projection of this block's units (kernels.h, StepForward::x):
-    // input order, the first term an FMA onto zero, round(x * w).
+    // input order, the first term an FMA onto -0, which gives round(x * w)
+    // with its sign even where it is zero (a GEMM's with beta 0).
     const int64_t I = a.input_size;
     for (int64_t r = 0; r < a.rows; ++r) {
       const T* xr = a.x + r * I;
@@ -357,7 +358,7 @@ inline void step_unit_block(const StepForward<T>& a, int64_t u0, int64_t n, T* p
       const Vec x0(xr[0]);
 #pragma GCC unroll 4
       for (int64_t q = 0; q < 4; ++q) {
-        acc[q] = at::vec::fmadd(x0, load(a.w_ih + q * H + u0, n), Vec(T(0)));
+        acc[q] = at::vec::fmadd(x0, load(a.w_ih + q * H + u0, n), Vec(T(-0.0)));
       }
       for (int64_t i = 1; i < I; ++i) {
         const Vec xi(xr[i]);

@@ -98,7 +98,7 @@ struct StepForward {
   // A small input (lstm_layer_kernel.cpp, kStepProjectionMaxInput): the
   // step's input projection is made here, each thread for its own units,
   // gates[r, u] = sum over i in order of x[r, i] * w_ih[i, u] (one FMA each,
-  // the first onto zero), instead of read from gates; in inference gates is
+  // the first onto -0), instead of read from gates; in inference gates is
   // then one step's scratch.
   const T* x = nullptr;     // (rows, input_size) this step's input, or nullptr
   const T* w_ih = nullptr;  // (input_size, 4H): W_ih transposed, with x
