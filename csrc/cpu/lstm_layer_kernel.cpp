@@ -195,7 +195,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
   // with so short a sum runs far below its speed and writes, scales (MKL's
   // beta pass) and reads back the (T, B, 4H) buffer of every step: at
   // (64, 8, 256, 100) inference its call took 13% of the samples (perf). The
-  // sums run in input order, one FMA per term, the first onto zero: the same
+  // sums run in input order, one FMA per term, the first onto -0: the same
   // bits in inference and training, for any thread count; with one term (a
   // univariate series) round(x * w), what the GEMM gives.
   const bool fused = config().step_kernels;

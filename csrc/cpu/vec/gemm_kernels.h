@@ -354,13 +354,8 @@ inline void step_unit_block(const StepForward<T>& a, int64_t u0, int64_t n, T* p
     const int64_t I = a.input_size;
     for (int64_t r = 0; r < a.rows; ++r) {
       const T* xr = a.x + r * I;
-      Vec acc[4];
-      const Vec x0(xr[0]);
-#pragma GCC unroll 4
-      for (int64_t q = 0; q < 4; ++q) {
-        acc[q] = at::vec::fmadd(x0, load(a.w_ih + q * H + u0, n), Vec(T(-0.0)));
-      }
-      for (int64_t i = 1; i < I; ++i) {
+      Vec acc[4] = {Vec(T(-0.0)), Vec(T(-0.0)), Vec(T(-0.0)), Vec(T(-0.0))};
+      for (int64_t i = 0; i < I; ++i) {
         const Vec xi(xr[i]);
         const T* wi = a.w_ih + i * 4 * H + u0;
 #pragma GCC unroll 4
