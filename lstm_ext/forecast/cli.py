@@ -100,14 +100,13 @@ def _backtest(args) -> int:
     from .windows import prepare
     ckpt = artifacts.load_checkpoint(args.checkpoint)
     cfg = TrainConfig(**ckpt["config"])
-    if panel.is_panel_checkpoint(ckpt):
-        raise ValueError(f"{args.checkpoint}: a model of several series (long format): backtest "
-                         "is not supported for it yet (train reports every series' test metrics)")
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     prep = prepare(replace(cfg, out=out))     # the same data, split and settings
     artifacts.make_out_dir(out)
-    evaluation.backtest(prep, artifacts.forecaster_from_checkpoint(ckpt), prep.cfg,
-                        args.origins, out, print, args.baselines == "all")
+    # A long-format run: every series, then the means over series (panel.py).
+    run = panel.backtest if panel.is_panel_checkpoint(ckpt) else evaluation.backtest
+    run(prep, artifacts.forecaster_from_checkpoint(ckpt), prep.cfg, args.origins, out, print,
+        args.baselines == "all")
     return 0
 
 

@@ -209,59 +209,77 @@ def plot_curves(history: list, out: str) -> str:
     return curves_png
 
 
-def backtest(prep: Prepared, forecaster, cfg: TrainConfig, n_origins: int, out: str,
-             log: Callable[..., None], statistical: bool = True) -> dict:
-    """Rolling-origin evaluation: ``n_origins`` forecast origins spread evenly
-    over the test part; from each, the LSTM and every baseline forecast
-    leads 1..horizon from the data up to that origin (models fitted before
-    the test part, states filtered up to the origin). MAE, RMSE, MASE and
-    sMAPE per lead time and overall: a table, backtest.json and backtest.png."""
-    values = prep.series.values
-    test = prep.origins["test"]
-    pick = np.unique(np.linspace(0, len(test) - 1, min(n_origins, len(test))).round()
-                     .astype(np.int64))
-    origins = test[pick]
+def backtest_scores(values: np.ndarray, split, test_origins: np.ndarray, forecaster,
+                    cfg: TrainConfig, n_origins: int, statistical: bool = True) -> dict:
+    """One series' rolling-origin scores: ``n_origins`` forecast origins spread
+    evenly over its test part (``test_origins``); from each, the LSTM and every
+    baseline forecast leads 1..horizon from the data up to that origin (the
+    baselines fitted before the test part, ``split.val_end``, their states
+    filtered up to the origin). MAE, RMSE, MASE and sMAPE overall and per lead."""
+    pick = np.unique(np.linspace(0, len(test_origins) - 1,
+                                 min(n_origins, len(test_origins))).round().astype(np.int64))
+    origins = test_origins[pick]
     _, y = make_windows(values, origins, cfg.window, cfg.horizon)
     preds = {"lstm": predict(forecaster, values, origins, cfg.window, cfg.horizon)}
-    preds.update(baselines.all_baselines(values, prep.split.val_end, origins, cfg.horizon,
+    preds.update(baselines.all_baselines(values, split.val_end, origins, cfg.horizon,
                                          cfg.season, cfg.period, None, statistical))
-    scale = mase_scale(values[:prep.split.train_end], cfg.season)
-    result = {"origins": [int(o) for o in origins],
-              "origin_times": [str(prep.series.times[o]) for o in origins]
-              if prep.series.times is not None else None,
-              "overall": {name: scores(p, y, scale) for name, p in preds.items()},
-              "per_lead": {name: scores(p, y, scale, axis=0) for name, p in preds.items()}}
-    log(f"backtest: {len(origins)} origins over the test part, leads 1..{cfg.horizon}; "
-        "MAE per lead (overall MAE, RMSE, MASE, sMAPE% at the right):")
-    leads = "".join(f"{k:>8}" for k in range(1, cfg.horizon + 1))
+    scale = mase_scale(values[:split.train_end], cfg.season)
+    return {"origins": [int(o) for o in origins],
+            "overall": {name: scores(p, y, scale) for name, p in preds.items()},
+            "per_lead": {name: scores(p, y, scale, axis=0) for name, p in preds.items()}}
+
+
+def log_backtest(result: dict, horizon: int, metric: str, log: Callable[..., None]) -> None:
+    """The backtest table: ``metric`` per lead for every method, then its
+    overall MAE, RMSE, MASE and sMAPE."""
+    leads = "".join(f"{k:>8}" for k in range(1, horizon + 1))
     log(f"{'method':<20}{leads}{'MAE':>9}{'RMSE':>9}{'MASE':>7}{'sMAPE':>7}")
-    for name in preds:
-        per = "".join(f"{v:>8.3g}" for v in result["per_lead"][name]["mae"])
+    for name in result["overall"]:
+        per = "".join(f"{v:>8.3g}" for v in result["per_lead"][name][metric])
         o = result["overall"][name]
         log(f"{name:<20}{per}{o['mae']:>9.4g}{o['rmse']:>9.4g}{o['mase']:>7.3f}"
             f"{o['smape']:>7.2f}")
+
+
+def plot_backtest(result: dict, horizon: int, metrics, title: str, path: str) -> None:
+    """backtest.png: ``metrics`` (pairs of key and axis label) per lead, one
+    panel each, a line per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(metrics), figsize=(12, 4))
+    for ax, (key, label) in zip(axes, metrics):
+        for name in result["per_lead"]:
+            ax.plot(range(1, horizon + 1), result["per_lead"][name][key], marker="o", ms=3,
+                    label=name)
+        ax.set_xlabel("lead time (steps)")
+        ax.set_ylabel(label)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def backtest(prep: Prepared, forecaster, cfg: TrainConfig, n_origins: int, out: str,
+             log: Callable[..., None], statistical: bool = True) -> dict:
+    """Rolling-origin evaluation of one series' run (``backtest_scores``): a
+    table of MAE per lead, backtest.json and backtest.png."""
+    result = backtest_scores(prep.series.values, prep.split, prep.origins["test"], forecaster,
+                             cfg, n_origins, statistical)
+    times = prep.series.times
+    result["origin_times"] = [str(times[o]) for o in result["origins"]] \
+        if times is not None else None
+    log(f"backtest: {len(result['origins'])} origins over the test part, leads "
+        f"1..{cfg.horizon}; MAE per lead (overall MAE, RMSE, MASE, sMAPE% at the right):")
+    log_backtest(result, cfg.horizon, "mae", log)
     log(verdict(result["overall"]))
     path = os.path.join(out, "backtest.json")
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for name in preds:
-        for ax, metric in zip(axes, ("mae", "smape")):
-            ax.plot(range(1, cfg.horizon + 1), result["per_lead"][name][metric], marker="o",
-                    ms=3, label=name)
-    for ax, metric in zip(axes, ("MAE", "sMAPE %")):
-        ax.set_xlabel("lead time (steps)")
-        ax.set_ylabel(metric)
-    axes[0].legend()
-    fig.suptitle(f"{prep.series.source} [{prep.series.column}]: backtest over "
-                 f"{len(origins)} origins")
-    fig.tight_layout()
     png = os.path.join(out, "backtest.png")
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    plot_backtest(result, cfg.horizon, (("mae", "MAE"), ("smape", "sMAPE %")),
+                  f"{prep.series.source} [{prep.series.column}]: backtest over "
+                  f"{len(result['origins'])} origins", png)
     log(f"wrote {path} and {png}")
     return result

@@ -18,6 +18,7 @@ on that series alone before its test part) and overall: the mean over series
 of each metric; the overall verdict is on the mean MASE (MAE and RMSE are in
 each series' own units, so their means are dominated by the largest series).
 """
+import json
 import os
 import re
 from dataclasses import asdict, dataclass, replace
@@ -27,8 +28,8 @@ import numpy as np
 import torch
 
 from . import baselines, frequency
-from .evaluation import (LEVELS, conformal, mase_scale, plot_curves, predict, scores, theta_note,
-                         verdict)
+from .evaluation import (LEVELS, backtest_scores, conformal, log_backtest, mase_scale,
+                         plot_backtest, plot_curves, predict, scores, theta_note, verdict)
 from .series import DataError, Series, load_panel
 from .settings import RUNS, TrainConfig, check_config
 from .windows import (FEATURE_SETS, RIDGE, Prepared, Scaler, Split, _ridge, check_long_enough,
@@ -256,6 +257,59 @@ def report(result: dict, best: dict, prep: Prepared, cfg: TrainConfig,
     text = panel_verdict(result["metrics"], len(per))
     log(text)
     return text.endswith("beats every baseline")
+
+
+def backtest(prep: Prepared, forecaster, cfg: TrainConfig, n_origins: int, out: str,
+             log: Callable[..., None], statistical: bool = True) -> dict:
+    """Rolling-origin evaluation of a panel's run: every series as one series'
+    run is (``evaluation.backtest_scores``: its own origins over its own test
+    part, its own baselines), then each metric per lead and overall, the mean
+    over series. MASE per lead in the table (MAE and RMSE are in each series'
+    units, so their means follow the largest series); the verdict on mean MASE,
+    as the training report's; backtest.json and backtest.png."""
+    per_series = {}
+    for m in prep.panel:
+        r = backtest_scores(m.series.values, m.split, m.origins["test"], forecaster, cfg,
+                            n_origins, statistical)
+        times = m.series.times
+        r["origin_times"] = [str(times[o]) for o in r["origins"]] if times is not None else None
+        per_series[m.name] = r
+    first = next(iter(per_series.values()))
+    keys = ("mae", "rmse", "mase", "smape")
+    result = {
+        "overall": {name: {k: float(np.mean([r["overall"][name][k] for r in per_series.values()]))
+                           for k in keys} for name in first["overall"]},
+        "per_lead": {name: {k: np.mean([r["per_lead"][name][k] for r in per_series.values()],
+                                       axis=0).tolist() for k in keys}
+                     for name in first["per_lead"]},
+        "per_series": per_series}
+    counts = [len(r["origins"]) for r in per_series.values()]
+    span = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+    n = len(per_series)
+    log(f"backtest: {span} origins over the "
+        f"test part of each of {n} series, leads 1..{cfg.horizon}; mean MASE over series per "
+        "lead (mean MAE, RMSE, MASE, sMAPE% at the right):")
+    log_backtest(result, cfg.horizon, "mase", log)
+    methods = list(result["overall"])
+    short = {name: name.replace("seasonal_naive_", "snaive_") for name in methods}
+    log(f"MASE per series (* best):\n{'series':<16}{'origins':>8}"
+        + "".join(f"{short[k]:>13}" for k in methods))
+    for name, r in per_series.items():
+        mase = {k: r["overall"][k]["mase"] for k in methods}
+        top = min(mase, key=mase.get)
+        log(f"{name[:15]:<16}{len(r['origins']):>8}" + "".join(
+            f"{mase[k]:>12.4g}{'*' if k == top else ' '}" for k in methods))
+    log(panel_verdict(result["overall"], n))
+    path = os.path.join(out, "backtest.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    png = os.path.join(out, "backtest.png")
+    plot_backtest(result, cfg.horizon, (("mase", "MASE, mean over series"),
+                                        ("smape", "sMAPE %, mean over series")),
+                  f"{os.path.basename(cfg.csv)}: backtest of one global model over {n} series",
+                  png)
+    log(f"wrote {path} and {png}")
+    return result
 
 
 def plot(prep: Prepared, forecaster, cfg: TrainConfig, history: List[dict], out: str,

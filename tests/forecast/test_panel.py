@@ -68,6 +68,28 @@ def test_embedded_long_file_trains_one_model_and_forecasts_every_series(tmp_path
     assert status == 0
     np.testing.assert_allclose([float(r.split(",")[2]) for r in again.strip().splitlines()[1:]],
                                [float(r.split(",")[2]) for r in rows[1:]], rtol=1e-6)
+    # rolling-origin backtest of the same run: every series, then means over series
+    status, text, err = lstm("backtest", "--checkpoint", out / "checkpoint.pt", "--origins", 4,
+                             "--baselines", "naive")
+    assert status == 0, err
+    assert "backtest: 4 origins over the test part of each of 5 series" in text
+    bt = json.loads((out / "backtest.json").read_text())
+    assert list(bt["per_series"]) == ids
+    for r in bt["per_series"].values():
+        assert len(r["origins"]) == 4 and len(r["origin_times"]) == 4
+        assert len(r["per_lead"]["lstm"]["mase"]) == 8
+    assert set(bt["overall"]) == {"lstm", "persistence", "seasonal_naive_4"}
+    for method in bt["overall"]:
+        per = [r["overall"][method]["mase"] for r in bt["per_series"].values()]
+        assert bt["overall"][method]["mase"] == pytest.approx(np.mean(per))
+        lead = [r["per_lead"][method]["mase"][2] for r in bt["per_series"].values()]
+        assert bt["per_lead"][method]["mase"][2] == pytest.approx(np.mean(lead))
+    best = min(bt["overall"], key=lambda k: bt["overall"][k]["mase"])
+    assert f"best on mean test MASE over 5 series: {best}" in text
+    # the origins of one series are its test windows' (their last time before the lead)
+    gdp = pd.read_csv(DATA).query("unique_id == 'realgdp'")["ds"].tolist()
+    assert all(t[:10] in gdp for t in bt["per_series"]["realgdp"]["origin_times"])
+    assert (out / "backtest.png").stat().st_size > 0
 
 
 def test_per_window_forecaster_scripts_exports_streams_and_scales():
