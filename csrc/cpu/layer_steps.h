@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -126,6 +127,25 @@ inline at::Tensor last_step(const at::Tensor& seq, const LayerSizes& s,
     }
   }
   return out;
+}
+
+// Zeroes what no step writes in a contiguous (T, B, X) buffer of a padded
+// batch: rows [batch_sizes[t], B) of each step t. The steps write every other
+// row, so zeroing the whole buffer first wrote most of it twice. A buffer of
+// fewer steps (an inference ring, step t in slot t % ring) is zeroed whole.
+inline void zero_padded_rows(const at::Tensor& buf, const LayerSizes& s) {
+  if (!s.padded || buf.numel() == 0) return;
+  if (buf.dim() != 3 || buf.size(0) != s.steps || buf.size(1) != s.batch ||
+      !buf.is_contiguous()) {
+    buf.zero_();
+    return;
+  }
+  char* p = static_cast<char*>(buf.data_ptr());
+  const int64_t row = buf.size(2) * buf.element_size();
+  for (int64_t t = 0; t < s.steps; ++t) {
+    const int64_t n = s.batch_sizes[t];
+    if (n < s.batch) std::memset(p + (t * s.batch + n) * row, 0, (s.batch - n) * row);
+  }
 }
 
 } // namespace lstm_ext::cpu

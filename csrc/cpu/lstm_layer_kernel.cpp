@@ -205,7 +205,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
   Tensor gates = cached_empty({one_slot ? std::min<int64_t>(T, 1) : T, B, 4 * H},
                               input.options());
   // Padded rows' gates are never written by the steps; handed out zeroed.
-  if (step_projection && save && s.padded) gates.zero_();
+  if (step_projection && save) zero_padded_rows(gates, s);
   const Tensor x2d = input.reshape({T * B, s.input});
   if (!step_projection) matmul(x2d, w_ih.t(), gates.view({T * B, 4 * H}), 0.0);
   const Tensor x_c = step_projection ? x2d.contiguous() : Tensor();          // (T * B, I)
@@ -217,10 +217,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
   // The projected steps index cs by step (their pointwise pass's c_prev).
   const int64_t ring = save || s.projected ? 0 : 2;
   Tensor cs = cached_empty({ring > 0 ? std::min<int64_t>(T, ring) : T, B, H}, input.options());
-  if (s.padded) {
-    output.zero_();
-    cs.zero_();
-  }
+  zero_padded_rows(output, s);
+  zero_padded_rows(cs, s);
   const Tensor h0 = hx.contiguous();
   const Tensor c0 = cx.contiguous();
   const Tensor w_hh_t = w_hh.t();
@@ -351,7 +349,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
   const Tensor w_hh_c = w_hh.contiguous();
   const bool fused = config().step_kernels;
   Tensor grad_gates = cached_empty({T, B, 4 * H}, input.options());
-  if (s.padded) grad_gates.zero_();
+  zero_padded_rows(grad_gates, s);
   // With a projection: each step's whole gradient w.r.t. h_t (dh + grad
   // output), kept for dW_hr, and its image through W_hr, the pointwise pass's
   // grad_h.
@@ -359,7 +357,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
   const Tensor w_hr_c = s.projected ? w_hr->contiguous() : Tensor();
   if (s.projected) {
     grad_h_proj = cached_empty({T, B, P}, input.options());
-    if (s.padded) grad_h_proj.zero_();
+    zero_padded_rows(grad_h_proj, s);
     grad_h_raw = at::empty({B, H}, input.options());
   }
 

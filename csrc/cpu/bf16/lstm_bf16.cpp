@@ -111,11 +111,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_forward(
   Tensor gates = save ? cached_empty({T, B, 4 * H}, opts) : Tensor();
   Tensor output = cached_empty({T, B, H}, opts);
   Tensor cs = cached_empty({save ? T : std::min<int64_t>(T, ring), B, H}, opts.dtype(at::kFloat));
-  if (s.padded) {
-    if (save) gates.zero_();
-    output.zero_();
-    cs.zero_();
-  }
+  if (save) zero_padded_rows(gates, s);
+  zero_padded_rows(output, s);
+  zero_padded_rows(cs, s);
   const Tensor h0 = hx.contiguous();
   const Tensor c0 = to_float(cx);
   if (T > 0 && B > 0 && H > 0) {
@@ -228,7 +226,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   const bool has_go = grad_output.has_value() && grad_output->defined();
   const Tensor go = has_go ? grad_output->contiguous() : Tensor();
   Tensor grad_gates = cached_empty({T, B, 4 * H}, opts);
-  if (s.padded) grad_gates.zero_();
+  zero_padded_rows(grad_gates, s);
 
   if (T > 0 && B > 0 && H > 0) {
     const Tensor gates_c = gates.contiguous();

@@ -155,7 +155,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_layer_forward_int8(
   const auto opts = input.options();
   const OpThreads threads;  // one thread while the CPU is found contended
   Tensor output = cached_empty({T, B, H}, opts);
-  if (s.padded) output.zero_();
+  zero_padded_rows(output, s);
   const Tensor h0 = hx.contiguous();
   Tensor c = cx.clone(at::MemoryFormat::Contiguous);  // updated in place, step by step
   if (T > 0 && B > 0 && H > 0) {
