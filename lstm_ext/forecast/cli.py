@@ -102,9 +102,15 @@ def _backtest(args) -> int:
     cfg = TrainConfig(**ckpt["config"])
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     prep = prepare(replace(cfg, out=out))     # the same data, split and settings
+    several = panel.is_panel_checkpoint(ckpt)
+    if several != (prep.panel is not None):
+        raise ValueError(f"{args.checkpoint}: trained on "
+                         f"{'several series' if several else 'one series'}, but {cfg.csv} "
+                         f"now holds {'one' if several else 'several (long format)'}: backtest "
+                         "the run on the file it was trained on")
     artifacts.make_out_dir(out)
     # A long-format run: every series, then the means over series (panel.py).
-    run = panel.backtest if panel.is_panel_checkpoint(ckpt) else evaluation.backtest
+    run = panel.backtest if several else evaluation.backtest
     run(prep, artifacts.forecaster_from_checkpoint(ckpt), prep.cfg, args.origins, out, print,
         args.baselines == "all")
     return 0

@@ -163,3 +163,18 @@ def test_model_json_per_window_must_be_true_or_false(tmp_path):
     path.write_text(json.dumps({"window": 4, "horizon": 2, "per_window": "yes"}))
     with pytest.raises(ValueError, match="'per_window': expected true or false"):
         artifacts.load_meta(str(path))
+
+
+def test_backtest_refuses_a_file_that_no_longer_holds_what_the_run_was_trained_on(tmp_path,
+                                                                                   lstm):
+    path = tmp_path / "long.csv"
+    long_file(path)
+    status, _, err = lstm("train", "--csv", path, "--epochs", "1", "--hidden-size", "4",
+                          "--baselines", "naive", "--out", tmp_path / "run")
+    assert status == 0, err
+    times = pd.date_range("2000-01-01", periods=60, freq="QS")
+    path.write_text("ds,y\n" + "".join(f"{t.date()},{i % 7}\n" for i, t in enumerate(times)))
+    status, _, err = lstm("backtest", "--checkpoint", tmp_path / "run" / "checkpoint.pt",
+                          "--baselines", "naive")
+    assert status == 2 and len(err) == 1, err
+    assert "trained on several series" in err[0] and "now holds one" in err[0], err[0]
