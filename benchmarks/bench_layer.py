@@ -192,7 +192,8 @@ def int8_table(args, ceiling):
     print_table(["(B, I, H, T)", "ours int8 ms", "torch dyn-int8 ms", "dyn-int8/ours",
                  "ours bf16 ms", "ours bf16/int8", "nn.LSTM bf16 ms", "nn.LSTM fp32 ms",
                  "ours int8 GFLOP/s", "max err vs fp32"], rows)
-    print(f"thread fallbacks: {torch.ops.lstm_ext.thread_fallbacks()}")
+    print(f"thread fallbacks: {torch.ops.lstm_ext.thread_fallbacks()}, strikes (waits for a "
+          f"thread off the CPU): {torch.ops.lstm_ext.thread_strikes()}")
 
 
 def projection_table(min_time):

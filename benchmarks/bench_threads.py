@@ -44,6 +44,8 @@ fns = {"ours train": train(ours), "nn train": train(theirs),
        "ours infer": infer(ours), "nn infer": infer(theirs)}
 times = interleaved_ms(fns, len(fns) * min_time)
 times["fallbacks"] = torch.ops.lstm_ext.thread_fallbacks()
+# Waits for a thread off the CPU, the lone ones that did not fall back included.
+times["strikes"] = torch.ops.lstm_ext.thread_strikes()
 # How the float32 layer splits its time loop at this thread count (README,
 # "Threads in a layer's time loop"); the bf16 layer always splits units.
 groups = torch.ops.lstm_ext.layer_row_groups(B, [B] * T, 4 * H * H * 4)
@@ -100,13 +102,13 @@ def main():
                              f"{t['ours infer']:.2f}", f"{t['nn infer']:.2f}",
                              f"{t['nn infer'] / t['ours infer']:.2f}x",
                              f"{base['ours infer'] / t['ours infer']:.2f}x", t["split"],
-                             t["fallbacks"]])
+                             t["fallbacks"], t["strikes"]])
     finally:
         for h in hogs:
             h.terminate()
     print_table(["(B, I, H, T)", "threads", "ours train ms", "nn train ms", "nn/ours",
                  "ours vs 1 thread", "ours infer ms", "nn infer ms", "nn/ours",
-                 "ours vs 1 thread", "split", "fallbacks"], rows)
+                 "ours vs 1 thread", "split", "fallbacks", "strikes"], rows)
 
 
 if __name__ == "__main__":

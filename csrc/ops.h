@@ -60,6 +60,7 @@ class Op<R(Args...)> {
 inline const Op<std::string()> pointwise_capability{"lstm_ext::pointwise_capability"};
 
 inline const Op<int64_t()> thread_fallbacks{"lstm_ext::thread_fallbacks"};
+inline const Op<int64_t()> thread_strikes{"lstm_ext::thread_strikes"};
 
 inline const Op<Tensor(const Tensor& a, const Tensor& b)> gemm{"lstm_ext::gemm"};
 

@@ -85,8 +85,9 @@ constexpr int kChunksPerThread = 4;
 // stretch on one thread the probing call, which has had no parallel call
 // since the last strike, falls back at once. Left: waits that come less often
 // than once in kStrikeWindow calls each cost their stall and never fall back
-// (before, each cost the next calls their second thread); the window counts
-// the calls of step teams and row groups, not for_each_task's.
+// (thread_strikes counts them; before, each cost the next calls their second
+// thread); the window counts the calls of step teams and row groups, not
+// for_each_task's.
 constexpr int64_t kMinBackoff = 2;        // layer calls
 constexpr int64_t kMaxBackoff = 4096;
 constexpr int64_t kLongWaitNs = 200000;   // plus 4 chunks' time
@@ -96,6 +97,7 @@ std::atomic<int64_t> backoff{kMinBackoff};
 std::atomic<int64_t> smooth_calls{0};
 std::atomic<int64_t> calls_since_strike{kStrikeWindow};
 std::atomic<int64_t> fallbacks{0};
+std::atomic<int64_t> strikes{0};
 
 // CPU time of the calling thread: with wall time, how long it was off the CPU.
 int64_t thread_cpu_ns() {
@@ -114,6 +116,7 @@ int64_t now_ns() {
 // parallel calls, marks the CPU contended: the next `backoff` layer calls run
 // on one thread.
 void note_contended() {
+  strikes.fetch_add(1, std::memory_order_relaxed);
   if (calls_since_strike.exchange(0, std::memory_order_relaxed) >= kStrikeWindow) return;
   const int64_t b = backoff.load(std::memory_order_relaxed);
   serial_calls_left.store(b, std::memory_order_relaxed);
@@ -419,5 +422,6 @@ OneThread::~OneThread() {
 }
 
 int64_t thread_fallbacks() { return fallbacks.load(std::memory_order_relaxed); }
+int64_t thread_strikes() { return strikes.load(std::memory_order_relaxed); }
 
 } // namespace lstm_ext::cpu

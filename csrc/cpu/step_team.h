@@ -86,6 +86,11 @@ class OpThreads {
 // How often the process fell back to one thread so far (benchmarks and tests
 // report it).
 int64_t thread_fallbacks();
+// How many waits for a thread off the CPU (strikes) the process met so far,
+// the lone ones that did not make it fall back included: each cost its stall
+// and ran the rest of its call on one thread. Benchmarks report it beside the
+// fallbacks, which alone hid the lone ones.
+int64_t thread_strikes();
 
 // at::parallel_for's contract: f(int64_t begin, int64_t end) over sub-ranges
 // of [begin, end) of at least `grain` elements (but the last), possibly in

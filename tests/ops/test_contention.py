@@ -46,11 +46,13 @@ serial = train_step(model, x, g)
 model.zero_grad()
 torch.set_num_threads(2)
 before = torch.ops.lstm_ext.thread_fallbacks()
+strikes = torch.ops.lstm_ext.thread_strikes()
 for _ in range(20):
     model.zero_grad()
     got = train_step(model, x, g)
     for a, b in zip(got, serial):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+print("strikes", torch.ops.lstm_ext.thread_strikes() - strikes)
 print("fallbacks", torch.ops.lstm_ext.thread_fallbacks() - before)
 os.kill(busy, signal.SIGKILL)
 """
@@ -63,4 +65,8 @@ def test_two_threads_on_one_cpu_fall_back_to_one():
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     fallbacks = int(out.stdout.split()[-1])
+    strikes = int(out.stdout.split()[-3])
     assert fallbacks >= 1, out.stdout
+    # The first strike is a lone one (no other within the window before it):
+    # counted, but no fallback.
+    assert strikes >= fallbacks + 1, out.stdout
