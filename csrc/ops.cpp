@@ -38,6 +38,7 @@ TORCH_LIBRARY(lstm_ext, m) {
   // thread the scheduler had taken off the CPU) and fell back to one thread
   // (cpu/step_team.h); benchmarks print it next to their figures.
   m.def("thread_fallbacks() -> int", [] { return lstm_ext::cpu::thread_fallbacks(); });
+  // Every such wait, the lone ones that did not fall back included.
   m.def("thread_strikes() -> int", [] { return lstm_ext::cpu::thread_strikes(); });
   // How a layer call would split its time loop between the current thread
   // count (cpu/layer_steps.h, layer_row_groups): the first row of each group

@@ -87,9 +87,10 @@ class OpThreads {
 // report it).
 int64_t thread_fallbacks();
 // How many waits for a thread off the CPU (strikes) the process met so far,
-// the lone ones that did not make it fall back included: each cost its stall
-// and ran the rest of its call on one thread. Benchmarks report it beside the
-// fallbacks, which alone hid the lone ones.
+// the lone ones that did not make it fall back included: each cost its stall,
+// one met during a step also the rest of its call on one thread (step_team.cpp
+// says which cost what). Benchmarks report it beside the fallbacks, which
+// alone hid the lone ones.
 int64_t thread_strikes();
 
 // at::parallel_for's contract: f(int64_t begin, int64_t end) over sub-ranges

@@ -101,13 +101,17 @@ def _backtest(args) -> int:
     ckpt = artifacts.load_checkpoint(args.checkpoint)
     cfg = TrainConfig(**ckpt["config"])
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
-    prep = prepare(replace(cfg, out=out))     # the same data, split and settings
     several = panel.is_panel_checkpoint(ckpt)
-    if several != (prep.panel is not None):
-        raise ValueError(f"{args.checkpoint}: trained on "
+    changed = ValueError(f"{args.checkpoint}: trained on "
                          f"{'several series' if several else 'one series'}, but {cfg.csv} "
                          f"now holds {'one' if several else 'several (long format)'}: backtest "
                          "the run on the file it was trained on")
+    # Before reading it as several series, whose checks would say something else.
+    if not several and series.file_is_long_format(cfg.csv, cfg.column):
+        raise changed
+    prep = prepare(replace(cfg, out=out))     # the same data, split and settings
+    if several and prep.panel is None:
+        raise changed
     artifacts.make_out_dir(out)
     # A long-format run: every series, then the means over series (panel.py).
     run = panel.backtest if several else evaluation.backtest

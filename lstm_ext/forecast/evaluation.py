@@ -247,7 +247,8 @@ def plot_backtest(result: dict, horizon: int, metrics, title: str, path: str) ->
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(metrics), figsize=(12, 4))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(12, 4), squeeze=False)
+    axes = axes[0]
     for ax, (key, label) in zip(axes, metrics):
         for name in result["per_lead"]:
             ax.plot(range(1, horizon + 1), result["per_lead"][name][key], marker="o", ms=3,

@@ -178,3 +178,12 @@ def test_backtest_refuses_a_file_that_no_longer_holds_what_the_run_was_trained_o
                           "--baselines", "naive")
     assert status == 2 and len(err) == 1, err
     assert "trained on several series" in err[0] and "now holds one" in err[0], err[0]
+    # and the other way: a run of that one series, then the file of several
+    status, _, err = lstm("train", "--csv", path, "--epochs", "1", "--hidden-size", "4",
+                          "--baselines", "naive", "--out", tmp_path / "one")
+    assert status == 0, err
+    long_file(path)
+    status, _, err = lstm("backtest", "--checkpoint", tmp_path / "one" / "checkpoint.pt",
+                          "--baselines", "naive")
+    assert status == 2 and len(err) == 1, err
+    assert "trained on one series" in err[0] and "now holds several" in err[0], err[0]

@@ -67,6 +67,7 @@ def test_two_threads_on_one_cpu_fall_back_to_one():
     fallbacks = int(out.stdout.split()[-1])
     strikes = int(out.stdout.split()[-3])
     assert fallbacks >= 1, out.stdout
-    # The first strike is a lone one (no other within the window before it):
-    # counted, but no fallback.
+    # The first strike is a lone one: nothing ran in parallel before the
+    # baseline (one thread), so no strike came within the window before it
+    # (calls_since_strike starts at kStrikeWindow): counted, but no fallback.
     assert strikes >= fallbacks + 1, out.stdout
