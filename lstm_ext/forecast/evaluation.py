@@ -145,7 +145,8 @@ def theta_note(info: Optional[dict]) -> str:
 
 
 def write_metrics(result: dict, path: str) -> None:
-    """metrics.json: a run's test metrics and how its training went."""
+    """A run's results as JSON: metrics.json (its test metrics and how its
+    training went), backtest.json."""
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
 
@@ -209,22 +210,25 @@ def plot_curves(history: list, out: str) -> str:
     return curves_png
 
 
-def backtest_scores(values: np.ndarray, split, test_origins: np.ndarray, forecaster,
-                    cfg: TrainConfig, n_origins: int, statistical: bool = True) -> dict:
+def backtest_scores(series, split, test_origins: np.ndarray, forecaster, cfg: TrainConfig,
+                    n_origins: int, statistical: bool = True) -> dict:
     """One series' rolling-origin scores: ``n_origins`` forecast origins spread
-    evenly over its test part (``test_origins``); from each, the LSTM and every
+    evenly over its test part (``test_origins``), with their times where the
+    series has them; from each, the LSTM and every
     baseline forecast leads 1..horizon from the data up to that origin (the
     baselines fitted before the test part, ``split.val_end``, their states
     filtered up to the origin). MAE, RMSE, MASE and sMAPE overall and per lead."""
     pick = np.unique(np.linspace(0, len(test_origins) - 1,
                                  min(n_origins, len(test_origins))).round().astype(np.int64))
     origins = test_origins[pick]
+    values, times = series.values, series.times
     _, y = make_windows(values, origins, cfg.window, cfg.horizon)
     preds = {"lstm": predict(forecaster, values, origins, cfg.window, cfg.horizon)}
     preds.update(baselines.all_baselines(values, split.val_end, origins, cfg.horizon,
                                          cfg.season, cfg.period, None, statistical))
     scale = mase_scale(values[:split.train_end], cfg.season)
     return {"origins": [int(o) for o in origins],
+            "origin_times": [str(times[o]) for o in origins] if times is not None else None,
             "overall": {name: scores(p, y, scale) for name, p in preds.items()},
             "per_lead": {name: scores(p, y, scale, axis=0) for name, p in preds.items()}}
 
@@ -266,18 +270,14 @@ def backtest(prep: Prepared, forecaster, cfg: TrainConfig, n_origins: int, out: 
              log: Callable[..., None], statistical: bool = True) -> dict:
     """Rolling-origin evaluation of one series' run (``backtest_scores``): a
     table of MAE per lead, backtest.json and backtest.png."""
-    result = backtest_scores(prep.series.values, prep.split, prep.origins["test"], forecaster,
-                             cfg, n_origins, statistical)
-    times = prep.series.times
-    result["origin_times"] = [str(times[o]) for o in result["origins"]] \
-        if times is not None else None
+    result = backtest_scores(prep.series, prep.split, prep.origins["test"], forecaster, cfg,
+                             n_origins, statistical)
     log(f"backtest: {len(result['origins'])} origins over the test part, leads "
         f"1..{cfg.horizon}; MAE per lead (overall MAE, RMSE, MASE, sMAPE% at the right):")
     log_backtest(result, cfg.horizon, "mae", log)
     log(verdict(result["overall"]))
     path = os.path.join(out, "backtest.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
+    write_metrics(result, path)
     png = os.path.join(out, "backtest.png")
     plot_backtest(result, cfg.horizon, (("mae", "MAE"), ("smape", "sMAPE %")),
                   f"{prep.series.source} [{prep.series.column}]: backtest over "

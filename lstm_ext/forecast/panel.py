@@ -18,7 +18,6 @@ on that series alone before its test part) and overall: the mean over series
 of each metric; the overall verdict is on the mean MASE (MAE and RMSE are in
 each series' own units, so their means are dominated by the largest series).
 """
-import json
 import os
 import re
 from dataclasses import asdict, dataclass, replace
@@ -29,7 +28,8 @@ import torch
 
 from . import baselines, frequency
 from .evaluation import (LEVELS, backtest_scores, conformal, log_backtest, mase_scale,
-                         plot_backtest, plot_curves, predict, scores, theta_note, verdict)
+                         plot_backtest, plot_curves, predict, scores, theta_note, verdict,
+                         write_metrics)
 from .series import DataError, Series, load_panel
 from .settings import RUNS, TrainConfig, check_config
 from .windows import (FEATURE_SETS, RIDGE, Prepared, Scaler, Split, _ridge, check_long_enough,
@@ -214,12 +214,29 @@ def evaluate(prep: Prepared, forecaster, cfg: TrainConfig, statistical: bool = T
             per_series[name].setdefault("coverage", {})[level] = float(np.mean(ok))
         hits[level] = np.concatenate([ok.ravel() for ok in inside])
         coverage[level] = float(np.mean(hits[level]))
-    methods = list(next(iter(per_series.values()))["metrics"])
-    overall = {name: {key: float(np.mean([r["metrics"][name][key]
-                                          for r in per_series.values()]))
-                      for key in ("mae", "rmse", "mase", "smape")} for name in methods}
+    overall = mean_over_series([r["metrics"] for r in per_series.values()])
     return {"metrics": overall, "per_series": per_series, "intervals": intervals,
             "coverage": coverage}
+
+
+def mean_over_series(per_series: List[Dict[str, Dict[str, object]]]) -> dict:
+    """Each method's scores (``evaluation.scores``: numbers, or lists per
+    lead) as the mean over series."""
+    return {name: {key: np.mean([s[name][key] for s in per_series], axis=0).tolist()
+                   for key in ("mae", "rmse", "mase", "smape")} for name in per_series[0]}
+
+
+def log_per_series(values: Dict[str, Dict[str, float]], counts: Dict[str, int], count: str,
+                   log: Callable[..., None]) -> None:
+    """A line per series: how many windows or origins (``count``), then each
+    method's figure, the best one starred."""
+    methods = list(next(iter(values.values())))
+    short = {name: name.replace("seasonal_naive_", "snaive_") for name in methods}
+    log(f"{'series':<16}{count:>8}" + "".join(f"{short[n]:>13}" for n in methods))
+    for name, v in values.items():
+        top = min(v, key=v.get)
+        log(f"{name[:15]:<16}{counts[name]:>8}" + "".join(
+            f"{v[n]:>12.4g}{'*' if n == top else ' '}" for n in methods))
 
 
 def panel_verdict(overall: Dict[str, Dict[str, float]], n: int) -> str:
@@ -231,16 +248,11 @@ def report(result: dict, best: dict, prep: Prepared, cfg: TrainConfig,
            log: Callable[..., None]) -> bool:
     """The per-series MAE of every method, the overall means, coverage and verdict."""
     per = result["per_series"]
-    methods = list(result["metrics"])
     log(f"\nbest epoch {best['epoch']} (validation loss {best['val_loss']:.4f}); test part of "
         f"each series, windows x {cfg.horizon} steps; MAE per series (own units; * best):")
-    short = {name: name.replace("seasonal_naive_", "snaive_") for name in methods}
-    log(f"{'series':<16}{'windows':>8}" + "".join(f"{short[n]:>13}" for n in methods))
-    for name, r in per.items():
-        maes = {n: r["metrics"][n]["mae"] for n in methods}
-        top = min(maes, key=maes.get)
-        log(f"{name[:15]:<16}{r['windows']:>8}" + "".join(
-            f"{maes[n]:>12.4g}{'*' if n == top else ' '}" for n in methods))
+    log_per_series({name: {k: m["mae"] for k, m in r["metrics"].items()}
+                    for name, r in per.items()},
+                   {name: r["windows"] for name, r in per.items()}, "windows", log)
     log(f"overall, mean over {len(per)} series:")
     log(f"{'method':<22}{'MAE':>10}{'RMSE':>10}{'MASE':>8}{'sMAPE%':>8}")
     for name, m in result["metrics"].items():
@@ -267,22 +279,11 @@ def backtest(prep: Prepared, forecaster, cfg: TrainConfig, n_origins: int, out: 
     over series. MASE per lead in the table (MAE and RMSE are in each series'
     units, so their means follow the largest series); the verdict on mean MASE,
     as the training report's; backtest.json and backtest.png."""
-    per_series = {}
-    for m in prep.panel:
-        r = backtest_scores(m.series.values, m.split, m.origins["test"], forecaster, cfg,
-                            n_origins, statistical)
-        times = m.series.times
-        r["origin_times"] = [str(times[o]) for o in r["origins"]] if times is not None else None
-        per_series[m.name] = r
-    first = next(iter(per_series.values()))
-    keys = ("mae", "rmse", "mase", "smape")
-    result = {
-        "overall": {name: {k: float(np.mean([r["overall"][name][k] for r in per_series.values()]))
-                           for k in keys} for name in first["overall"]},
-        "per_lead": {name: {k: np.mean([r["per_lead"][name][k] for r in per_series.values()],
-                                       axis=0).tolist() for k in keys}
-                     for name in first["per_lead"]},
-        "per_series": per_series}
+    per_series = {m.name: backtest_scores(m.series, m.split, m.origins["test"], forecaster, cfg,
+                                          n_origins, statistical) for m in prep.panel}
+    result = {"overall": mean_over_series([r["overall"] for r in per_series.values()]),
+              "per_lead": mean_over_series([r["per_lead"] for r in per_series.values()]),
+              "per_series": per_series}
     counts = [len(r["origins"]) for r in per_series.values()]
     span = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
     n = len(per_series)
@@ -290,19 +291,13 @@ def backtest(prep: Prepared, forecaster, cfg: TrainConfig, n_origins: int, out: 
         f"test part of each of {n} series, leads 1..{cfg.horizon}; mean MASE over series per "
         "lead (mean MAE, RMSE, MASE, sMAPE% at the right):")
     log_backtest(result, cfg.horizon, "mase", log)
-    methods = list(result["overall"])
-    short = {name: name.replace("seasonal_naive_", "snaive_") for name in methods}
-    log(f"MASE per series (* best):\n{'series':<16}{'origins':>8}"
-        + "".join(f"{short[k]:>13}" for k in methods))
-    for name, r in per_series.items():
-        mase = {k: r["overall"][k]["mase"] for k in methods}
-        top = min(mase, key=mase.get)
-        log(f"{name[:15]:<16}{len(r['origins']):>8}" + "".join(
-            f"{mase[k]:>12.4g}{'*' if k == top else ' '}" for k in methods))
+    log("MASE per series (* best):")
+    log_per_series({name: {k: m["mase"] for k, m in r["overall"].items()}
+                    for name, r in per_series.items()},
+                   {name: len(r["origins"]) for name, r in per_series.items()}, "origins", log)
     log(panel_verdict(result["overall"], n))
     path = os.path.join(out, "backtest.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
+    write_metrics(result, path)
     png = os.path.join(out, "backtest.png")
     plot_backtest(result, cfg.horizon, (("mase", "MASE, mean over series"),
                                         ("smape", "sMAPE %, mean over series")),
@@ -353,7 +348,6 @@ def finish(prep: Prepared, ckpt: dict, ckpt_path: str, forecaster, cfg: TrainCon
            best: dict, stopped_early: bool, log, statistical: bool) -> dict:
     """After training a panel: evaluate, report, plot, export; metrics.json."""
     from . import artifacts
-    from .evaluation import write_metrics
     evaluated = evaluate(prep, forecaster, cfg, statistical)
     ckpt["intervals"] = evaluated["intervals"]
     artifacts.save_atomic(ckpt, ckpt_path)
