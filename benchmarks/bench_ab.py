@@ -9,7 +9,8 @@ each run's median.
     python benchmarks/bench_ab.py --base /tmp/base --dtype bfloat16 --mode infer
 
 Run: python benchmarks/bench_ab.py --base DIR [--dtype float32|bfloat16]
-[--mode train|infer] [--rounds 3] [--shapes '32,32,64,50;...']
+[--mode train|infer] [--rounds 3] [--shapes '32,32,64,50;...'] [--packed]
+(--packed: a PackedSequence of lengths T down to T/2, both modules alike)
 """
 import argparse
 import os
@@ -22,9 +23,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = "100,4,3,5;32,32,64,50;64,256,256,100;64,512,512,50;1,256,256,150;64,1,32,336"
 
 
-def child(dtype_name, mode, shapes, seconds):
+def child(dtype_name, mode, shapes, seconds, packed):
     """Times ours and nn.LSTM interleaved; prints 'B,I,H,T ours_ms nn_ms' per shape."""
     import torch
+    from torch.nn.utils.rnn import pack_padded_sequence
 
     import lstm_ext
 
@@ -36,14 +38,18 @@ def child(dtype_name, mode, shapes, seconds):
         ours = lstm_ext.LSTM(I, H).to(dtype)
         ours.load_state_dict(ref.state_dict())
         x = torch.randn(T, B, I).to(dtype)
+        lengths = torch.linspace(T, max(1, T // 2), B).round().long()
+
+        def inputs(xi):
+            return pack_padded_sequence(xi, lengths) if packed else xi
 
         def run(module):
             if mode == "infer":
                 with torch.no_grad():
-                    module(x)
+                    module(inputs(x))
             else:
-                xi = x.clone().requires_grad_()
-                module(xi)[0].float().sum().backward()
+                out = module(inputs(x.clone().requires_grad_()))[0]
+                (out.data if packed else out).float().sum().backward()
 
         for _ in range(3):
             run(ours)
@@ -67,11 +73,13 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="per shape and run")
     parser.add_argument("--shapes", default=SHAPES)
+    parser.add_argument("--packed", action="store_true",
+                        help="variable lengths: a PackedSequence of lengths T down to T/2")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes.split(";")]
     if args.child:
-        child(args.dtype, args.mode, shapes, args.seconds)
+        child(args.dtype, args.mode, shapes, args.seconds, args.packed)
         return
     if args.base is None:
         parser.error("--base: the source tree of the build to compare with is required")
@@ -86,7 +94,8 @@ def main():
             env = dict(os.environ, PYTHONPATH=tree, LSTM_EXT_LIBRARY=lib)
             out = subprocess.run(
                 [sys.executable, os.path.abspath(__file__), "--child", "--dtype", args.dtype,
-                 "--mode", args.mode, "--seconds", str(args.seconds), "--shapes", args.shapes],
+                 "--mode", args.mode, "--seconds", str(args.seconds), "--shapes", args.shapes]
+                + (["--packed"] if args.packed else []),
                 env=env, capture_output=True, text=True, check=True, cwd="/").stdout
             for line, shape in zip(out.strip().splitlines(), shapes):
                 _, ours_ms, nn_ms = line.split()
@@ -94,7 +103,8 @@ def main():
                 results[name][shape][1].append(float(nn_ms))
     import torch
 
-    print(f"## A/B {args.dtype} {args.mode}: this build vs {args.base}")
+    print(f"## A/B {args.dtype} {args.mode}{' packed' if args.packed else ''}: this build vs "
+          f"{args.base}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds, "
           "medians of per-run medians (ms)")
     print("| (B, I, H, T) | base ours | this ours | this/base time | nn.LSTM | nn.LSTM/this |")
