@@ -3,6 +3,7 @@
 #   make run       the main job: train, evaluate, plot and export on the embedded
 #                  default data (Mauna Loa weekly CO2); results in runs/co2/
 #   make test      the test suite
+#   make test-slow the tests it skips for time (a real build, torchrun training)
 #   make deploy    train (unless runs/co2/model.pt exists), export the .pt2
 #                  package, build the C++ application, and run it on both
 #                  formats next to Python on the same input
@@ -25,7 +26,7 @@ SOURCES := setup.py pyproject.toml csrc/sources.txt $(wildcard csrc/*.cpp csrc/*
 
 CPP_BUILD := examples/cpp/build
 
-.PHONY: install run test bench clean tutorial cpp deploy fuzz test-sanitize test-torch
+.PHONY: install run test test-slow bench clean tutorial cpp deploy fuzz test-sanitize test-torch
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +75,11 @@ deploy: cpp
 
 test: install
 	$(PY) -m pytest -q
+
+# The tests marked slow (a real build of the op library, training under
+# torchrun), which the default suite skips to stay under 15 minutes; CI runs them.
+test-slow: install
+	LSTM_EXT_SLOW=1 $(PY) -m pytest -q -m slow
 
 # The kernels' and modules' tests: what the sanitizer and torch-version runs cover.
 OP_TESTS := tests/ops/test_cell_op.py tests/ops/test_layer_op.py tests/ops/test_gemm_op.py \

@@ -2,7 +2,7 @@
 gloo on CPU): every batch sharded across the two processes, one checkpoint
 writer, resumable; the training equals the single process's within float
 rounding (weights 1e-5, losses and metrics rtol 1e-5) at the same thread count.
-About 45 s on 2 shared cores: marked slow (LSTM_EXT_SLOW=1 runs it)."""
+About 45 s on 2 shared cores: marked slow (make test-slow and CI run it)."""
 import json
 import os
 import subprocess

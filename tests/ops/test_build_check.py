@@ -75,6 +75,9 @@ def test_check_reports_an_unreadable_file_in_one_line(tmp_path):
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
 
 
+# 157 s of a 12:37 default suite (--durations, 2 cores): marked slow, run by
+# make test-slow and CI, skipped by make test.
+@pytest.mark.slow
 def test_setup_py_links_the_shared_runtime_where_the_toolchain_links_a_static_one(tmp_path):
     """The real build, with the linker flags of a toolchain that links
     libstdc++ statically (the gcc at /opt/gcc on an Ubuntu 24.04 image did so
