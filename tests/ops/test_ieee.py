@@ -105,8 +105,11 @@ def case_mismatches(dtype, path, where, value, gate):
         weights = [torch.randn(o.shape, generator=g, dtype=dtype) for o in outs]
         grads = torch.autograd.grad(outs, leaves, weights, allow_unused=True)
         results.append([o.detach() for o in outs] + list(grads))
-    names = ["output", "h", "c", "grad_input", "grad_h0", "grad_c0"] + [
+    # The cell returns (h, c), the layer (output, (h, c)): a name for each.
+    outputs = ["h", "c"] if path.startswith("cell") else ["output", "h", "c"]
+    names = outputs + ["grad_input", "grad_h0", "grad_c0"] + [
         "grad_" + n for n, _ in ref.named_parameters()]
+    assert len(names) == len(results[0])
     return [m for m in (_same(n, a, b, dtype) for n, a, b in zip(names, *results)) if m]
 
 

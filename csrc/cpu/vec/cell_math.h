@@ -99,6 +99,12 @@ inline Vectorized<float> exp_ieee(const Vectorized<float>& xv) {
 // estimate has 12 bits, and flushes results below 2^-126 to zero where the
 // division gives sigmoid(-88) = 6e-39, whose product with an inf is inf, not
 // NaN as in torch.nn (tests/ops/test_ieee.py found it): AVX2 divides.
+// Tried again with the estimate used only where d <= 2^126 (a vector with a
+// larger d divided): no faster on this project's AVX2 EPYC (Zen 3, whose
+// divider runs beside the FMA pipes), inference 1.04, 0.94 and 0.98 of the
+// time at (64,1,32,336), (32,32,64,50), (64,256,256,100) (bench_ab.py, 4
+// rounds: noise), and not exact at d = 1 (sigmoid(20) came out 1 - 2^-24, so
+// i (1 - i) was not 0 and test_ieee's 0 * inf in the backward not NaN).
 template <typename T>
 inline Vectorized<T> reciprocal_of_sum(const Vectorized<T>& d) {
   return Vectorized<T>(T(1)) / d;
