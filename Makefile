@@ -85,7 +85,8 @@ test-slow: install
 OP_TESTS := tests/ops/test_cell_op.py tests/ops/test_layer_op.py tests/ops/test_gemm_op.py \
 	tests/ops/test_op_boundaries.py tests/ops/test_ieee.py tests/ops/test_fuzz.py \
 	tests/ops/test_threads.py tests/ops/test_processes.py tests/ops/test_double_backward.py \
-	tests/ops/test_contention.py tests/ops/test_int8.py tests/nn/test_projection.py \
+	tests/ops/test_contention.py tests/ops/test_int8.py tests/ops/test_bf16.py \
+	tests/ops/test_row_groups.py tests/ops/test_cpu_capability.py tests/nn/test_projection.py \
 	tests/nn/test_cell_module.py tests/nn/test_lstm_module.py tests/nn/test_model.py \
 	tests/nn/test_torchscript.py tests/nn/test_quantize.py
 
