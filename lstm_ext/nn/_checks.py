@@ -3,6 +3,7 @@ TorchScript's subset of Python so that scripted modules report bad input as
 clearly as eager ones."""
 from typing import List
 
+import torch
 from torch import Tensor
 
 
@@ -33,4 +34,31 @@ def check_supported_device(who: str, t: Tensor) -> None:
         raise ValueError(
             f"{who}: lstm_ext's kernels run on the cpu only, but the parameters are on "
             f"{t.device}; move the module to the cpu with .cpu()"
+        )
+
+
+def check_batch_sizes(who: str, batch_sizes: Tensor, rows: int) -> None:
+    """A PackedSequence's batch_sizes as pack_padded_sequence makes them: a 1-D
+    int64 cpu tensor of positive, non-increasing counts summing to the rows of
+    its data. torch's pad_packed_sequence trusts them: [3, 3, -2, 3, 4] for 11
+    rows freed an invalid pointer and aborted the process."""
+    if batch_sizes.dim() != 1 or batch_sizes.dtype != torch.int64 or \
+            batch_sizes.device.type != "cpu" or batch_sizes.numel() == 0:
+        raise ValueError(
+            f"{who}: expected PackedSequence.batch_sizes as a non-empty 1-D int64 tensor on the "
+            f"cpu, but got shape {list(batch_sizes.shape)}, {batch_sizes.dtype} on "
+            f"{batch_sizes.device}"
+        )
+    sizes: List[int] = batch_sizes.tolist()
+    for t in range(len(sizes)):
+        if sizes[t] < 1 or (t > 0 and sizes[t] > sizes[t - 1]):
+            raise ValueError(
+                f"{who}: expected PackedSequence.batch_sizes positive and non-increasing (as "
+                f"pack_padded_sequence makes them), but batch_sizes[{t}] = {sizes[t]} "
+                f"after {sizes[t - 1] if t > 0 else 'nothing'}"
+            )
+    if sum(sizes) != rows:
+        raise ValueError(
+            f"{who}: expected PackedSequence.batch_sizes to sum to the {rows} rows of its data, "
+            f"but they sum to {sum(sizes)}"
         )

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .. import ops
-from ._checks import check_float_like, check_supported_device
+from ._checks import check_batch_sizes, check_float_like, check_supported_device
 from ._flat_weights import FlatWeights
 
 
@@ -163,6 +163,7 @@ class LSTM(FlatWeights, nn.Module):
     def _forward_packed(self, input: PackedSequence, hx: Optional[Tuple[Tensor, Tensor]]):
         # Work in the packed (sorted by decreasing length) batch order, where the
         # rows still running at each step are a prefix, as the layer op wants.
+        check_batch_sizes(type(self).__name__, input.batch_sizes, input.data.size(0))
         padded, lengths = pad_packed_sequence(PackedSequence(input.data, input.batch_sizes))
         if hx is not None and input.sorted_indices is not None:
             hx = (hx[0].index_select(1, input.sorted_indices),

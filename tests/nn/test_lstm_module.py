@@ -76,6 +76,33 @@ def test_packed_sequence_parity(num_layers, bidirectional, enforce_sorted):
     assert_same_grads(ours, theirs, F32)
 
 
+# batch_sizes that pack_padded_sequence never makes: torch's
+# pad_packed_sequence trusts them, and the first two aborted the process
+# ("munmap_chunk(): invalid pointer") before the modules checked them.
+BAD_BATCH_SIZES = [
+    ([3, 3, -2, 3, 4], "batch_sizes[2] = -2 after 3"),
+    ([3, 0, 2, 1, 1, 1, 3], "batch_sizes[1] = 0 after 3"),
+    ([3, 3, 2, 2], "sum to the 11 rows of its data, but they sum to 10"),
+    ([2, 3, 3, 3], "batch_sizes[1] = 3 after 2"),
+    (torch.tensor([4, 4, 3], dtype=torch.int32), "int64 tensor on the cpu, but got shape [3], "
+                                                 "torch.int32"),
+    (torch.tensor([[11]]), "but got shape [1, 1]"),
+]
+
+
+@pytest.mark.parametrize("module", ["LSTM", "QuantizedLSTM"])
+@pytest.mark.parametrize("batch_sizes,message", BAD_BATCH_SIZES)
+def test_packed_sequence_with_bad_batch_sizes_is_refused(module, batch_sizes, message):
+    from torch.nn.utils.rnn import PackedSequence
+    model = lstm_ext.LSTM(3, 4)
+    if module == "QuantizedLSTM":
+        model = lstm_ext.quantize(model)
+    packed = PackedSequence(torch.randn(11, 3), torch.as_tensor(batch_sizes))
+    with pytest.raises(ValueError, match=f"^{module}: expected PackedSequence.batch_sizes") as e:
+        model(packed)
+    assert message in str(e.value)
+
+
 def test_unbatched_input():
     ours, theirs = pair(2, True)
     x = torch.randn(7, 5)
