@@ -40,6 +40,7 @@ max |h_n|, |c_n| errors likewise; measured values are in README.md (int8
 section).
 """
 import copy
+from typing import Dict, Optional
 
 from torch import nn
 
@@ -57,15 +58,24 @@ def _is_lstm(module: nn.Module) -> bool:
     return isinstance(module, (LSTM, nn.LSTM)) and not isinstance(module, QuantizedLSTM)
 
 
-def _replace(module: nn.Module) -> int:
-    """Replaces every LSTM below ``module`` in place; returns how many."""
+def _replace(module: nn.Module, done: Optional[Dict[int, nn.Module]] = None) -> int:
+    """Replaces every LSTM below ``module`` in place; returns how many. Every
+    name is visited (``named_children`` yields a module held under two names
+    once, which left the second a float LSTM): an LSTM held twice becomes one
+    QuantizedLSTM held twice."""
+    done = {} if done is None else done
     count = 0
-    for name, child in module.named_children():
+    for name, child in list(module._modules.items()):
+        if child is None:
+            continue
         if _is_lstm(child):
-            setattr(module, name, QuantizedLSTM.from_float(child))
-            count += 1
-        else:
-            count += _replace(child)
+            if id(child) not in done:
+                done[id(child)] = QuantizedLSTM.from_float(child)
+                count += 1
+            setattr(module, name, done[id(child)])
+        elif id(child) not in done:
+            done[id(child)] = child
+            count += _replace(child, done)
     return count
 
 

@@ -29,6 +29,27 @@ def quantize_weight(w: Tensor) -> Tuple[Tensor, Tensor]:
     return q.to(torch.int8), scale
 
 
+def check_quantizable(who: str, name: str, w: Tensor) -> None:
+    """``w`` must be finite with float32 scales: int8 has no NaN or inf (a NaN
+    weight became 0 and the outputs finite where the float LSTM's are NaN; an
+    inf weight made a scale of inf and the outputs NaN where the float LSTM's
+    are finite), and a float64 weight beyond 127 * FLT_MAX an inf scale."""
+    bad = ~torch.isfinite(w)
+    if bool(bad.any()):
+        at = [int(i) for i in bad.nonzero()[0]]
+        raise ValueError(
+            f"{who}: expected finite weights, but {name}{at} = {w[tuple(at)].item()}; int8 cannot "
+            "carry NaN or inf (torch.nn.LSTM's outputs with it are not what int8 would give): "
+            "keep this LSTM in float")
+    limit = 127 * torch.finfo(torch.float32).max
+    big = w.detach().to(torch.float64).abs() > limit
+    if bool(big.any()):
+        at = [int(i) for i in big.nonzero()[0]]
+        raise ValueError(
+            f"{who}: expected |weights| <= {limit:.3g} (their float32 scales must be finite), "
+            f"but {name}{at} = {w[tuple(at)].item():.3g}")
+
+
 class QuantizedLSTM(FlatWeights, nn.Module):
     r"""A multi-layer LSTM for inference with int8 weights (per output channel)
     and activations quantized dynamically per row and step.
@@ -104,12 +125,19 @@ class QuantizedLSTM(FlatWeights, nn.Module):
                 for suffix in q._suffixes():
                     name = f"l{layer}{suffix}"
                     for kind in ("ih", "hh"):
-                        w_q, scale = quantize_weight(getattr(lstm, f"weight_{kind}_{name}"))
+                        w = getattr(lstm, f"weight_{kind}_{name}")
+                        check_quantizable("QuantizedLSTM.from_float", f"weight_{kind}_{name}", w)
+                        w_q, scale = quantize_weight(w)
                         getattr(q, f"weight_{kind}_{name}").copy_(w_q)
                         getattr(q, f"scale_{kind}_{name}").copy_(scale)
                     if lstm.bias:
                         b = (getattr(lstm, f"bias_ih_{name}").double()
                              + getattr(lstm, f"bias_hh_{name}").double())
+                        if bool((torch.isfinite(b) & ~torch.isfinite(b.float())).any()):
+                            raise ValueError(
+                                "QuantizedLSTM.from_float: expected bias_ih + bias_hh of "
+                                f"layer {name} within float32's range, but it reaches "
+                                f"{b.abs().max().item():.3g}")
                         getattr(q, f"bias_{name}").copy_(b.float())
         return q
 

@@ -117,6 +117,35 @@ def test_refusals():
     assert not out.requires_grad
 
 
+@pytest.mark.parametrize("name, at, value, message", [
+    ("weight_ih_l0", (2, 1), float("nan"), r"expected finite weights, but weight_ih_l0\[2, 1\] = nan"),
+    ("weight_hh_l0", (5, 3), float("-inf"), r"expected finite weights, but weight_hh_l0\[5, 3\] = -inf"),
+    ("weight_hh_l0", (1, 1), 1e300, r"expected \|weights\| <= 4.32e\+40 .* weight_hh_l0\[1, 1\] = 1e\+300"),
+    ("bias_hh_l0", (3,), 1e300, "expected bias_ih \\+ bias_hh of layer l0 within float32's range"),
+], ids=["nan", "inf", "scale_overflow", "bias_overflow"])
+def test_weights_int8_cannot_carry_are_refused(name, at, value, message):
+    """A NaN weight became 0 (finite outputs where the float LSTM's are NaN),
+    an inf one an inf scale (NaN outputs where the float LSTM's are finite)."""
+    model = nn.LSTM(3, 8).double()
+    with torch.no_grad():
+        getattr(model, name)[at] = value
+    with pytest.raises(ValueError, match="QuantizedLSTM.from_float: " + message):
+        lstm_ext.quantize(model)
+
+
+def test_an_lstm_held_under_two_names_is_quantized_under_both():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.LSTM(3, 8)
+            self.b = self.a
+            self.head = nn.Sequential(nn.LSTM(8, 8))
+
+    q = lstm_ext.quantize(Shared())
+    assert isinstance(q.a, QuantizedLSTM) and q.b is q.a
+    assert isinstance(q.head[0], QuantizedLSTM)
+
+
 def test_state_dict_round_trip(tmp_path):
     torch.manual_seed(3)
     q = lstm_ext.quantize(nn.LSTM(5, 12, num_layers=2, bidirectional=True, batch_first=True))

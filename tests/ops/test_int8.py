@@ -281,6 +281,12 @@ def bad(args, index, value):
     return args
 
 
+def set_at(t, where, value):
+    t = t.clone()
+    t[where] = value
+    return t
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda a: bad(a, 0, a[0].double()), "expected input to have dtype Float"),
     (lambda a: bad(a, 0, a[0][0]), "expected input to be 3-D"),
@@ -293,8 +299,15 @@ def bad(args, index, value):
     (lambda a: bad(a, 6, a[6].double()), "expected w_hh_scale to have dtype Float"),
     (lambda a: bad(a, 7, a[7][:5]), r"expected bias of shape \[20\]"),
     (lambda a: bad(a, 7, a[7].half()), "expected bias to have dtype Float"),
+    # -128 has no negation in int8: the AVX2 kernel's sign trick gave a product
+    # of the wrong sign (-0.0655 where float32 gave 0.1792)
+    (lambda a: bad(a, 3, set_at(a[3], (13, 4), -128)),
+     r"expected w_ih in \[-127, 127\] \(symmetric int8: the kernels negate weights\), "
+     r"but w_ih\[13, 4\] = -128"),
+    (lambda a: bad(a, 5, set_at(a[5], (19, 0), -128)), r"expected w_hh in .* but w_hh\[19, 0\] = -128"),
 ], ids=["input_dtype", "input_dim", "w_hh_dtype", "w_ih_dtype", "w_ih_shape", "hx_shape",
-        "cx_dtype", "scale_shape", "scale_dtype", "bias_shape", "bias_dtype"])
+        "cx_dtype", "scale_shape", "scale_dtype", "bias_shape", "bias_dtype", "w_ih_minus_128",
+        "w_hh_minus_128"])
 def test_bad_arguments(change, message):
     _, args = make_args(3, 4, 6, 5)
     with pytest.raises(RuntimeError, match="lstm_layer_forward_int8: " + message):

@@ -64,8 +64,30 @@ void check_shape(const char* name, const Tensor& t, at::IntArrayRef expected,
               layout, ", but got ", t.sizes());
 }
 
+// The kernels multiply |w| by x with w's sign moved onto x (AVX2's
+// sign_epi8; VNNI and AMX take x + 128 against w and subtract 128 sum(w)):
+// -128 has no negation in int8, and the AVX2 kernel gave a product of the
+// wrong sign for it (a hostile-input review: -0.0655 where the default build
+// and float32 gave 0.1792). quantize() writes [-127, 127] (symmetric); a
+// -128 from elsewhere is refused. A branch-free OR over the bytes (SSE2
+// compares, 16 a cycle): ~40 us for the 2 MB of (64, 512, 512, 50), whose
+// call takes tens of ms.
+void check_no_minus_128(const char* name, const Tensor& w) {
+  const Tensor wc = w.contiguous();
+  const int8_t* p = wc.data_ptr<int8_t>();
+  const int64_t n = wc.numel();
+  uint8_t any = 0;
+  for (int64_t i = 0; i < n; ++i) any |= static_cast<uint8_t>(p[i] == -128);
+  if (any == 0) return;
+  int64_t i = 0;
+  while (p[i] != -128) ++i;
+  TORCH_CHECK(false, kOp, ": expected ", name,
+              " in [-127, 127] (symmetric int8: the kernels negate weights), but ", name, "[",
+              i / wc.size(1), ", ", i % wc.size(1), "] = -128");
+}
+
 // Checks in the order of the float ops (checks.h): input, w_hh, w_ih, hx, cx,
-// then the scales, bias and lengths.
+// then the scales, bias and lengths, then the weights' values.
 LayerSizes check_args(const Tensor& input, const Tensor& hx, const Tensor& cx,
                       const Tensor& w_ih, const Tensor& w_ih_scale, const Tensor& w_hh,
                       const Tensor& w_hh_scale, const std::optional<Tensor>& bias,
@@ -102,6 +124,8 @@ LayerSizes check_args(const Tensor& input, const Tensor& hx, const Tensor& cx,
   check_buffer_fits(kOp, "input projection", {s.steps, s.batch, 4, s.hidden + 16}, at::kFloat);
   check_buffer_fits(kOp, "quantized input", {s.steps, s.batch + 16, s.input + 64}, at::kByte);
   set_running_rows(kOp, s, lengths);
+  check_no_minus_128("w_ih", w_ih);
+  check_no_minus_128("w_hh", w_hh);
   return s;
 }
 
