@@ -43,7 +43,7 @@ def defaults_for(freq: str) -> Defaults:
     """The seasonal period, window and horizon a frequency suggests (what the
     M4 competition and common practice use: a year of steps for the season
     of weekly and coarser data, a day and a week for finer data)."""
-    offset = pd.tseries.frequencies.to_offset(freq)
+    offset = parse_freq(freq)
     name = getattr(offset, "rule_code", None) or offset.name
     name = name.split("-")[0].upper()
     n = offset.n
@@ -106,13 +106,33 @@ def infer_freq(times: pd.DatetimeIndex, source: str, column: str) -> str:
         "fills missing times by interpolation, or fix the data")
 
 
+def parse_freq(freq: str) -> pd.DateOffset:
+    """``freq`` as a pandas offset of a positive step; DataError otherwise.
+    Checked before any calendar is made: a step of 0 (--freq 0D) made pandas
+    divide by zero (a traceback from the command line)."""
+    try:
+        offset = pd.tseries.frequencies.to_offset(freq)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"--freq {freq}: not a pandas frequency ({exc})") from None
+    if offset.n <= 0:
+        raise DataError(f"--freq {freq}: expected a positive step, but got {offset.n}")
+    return offset
+
+
 def regularise(series: Series, freq: str) -> Series:
     """``series`` on the full calendar of ``freq`` from its first to its last
     time: missing times are added and filled by interpolation in time
     (counted in ``filled``); DataError if a time is off that calendar."""
+    offset = parse_freq(freq)
+    limit = 50 * len(series.times) + 1000
+    if isinstance(offset, pd.offsets.Tick):  # a fixed duration: count the steps first
+        steps = (series.times[-1] - series.times[0]).value // offset.nanos + 1
+        if steps > limit:
+            raise DataError(f"{series.source}: --freq {freq} would make {steps} steps out of "
+                            f"{len(series.times)} values; give the frequency the data has")
     try:
-        grid = pd.date_range(series.times[0], series.times[-1], freq=freq)
-    except (ValueError, TypeError) as exc:
+        grid = pd.date_range(series.times[0], series.times[-1], freq=offset)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise DataError(f"--freq {freq}: not a pandas frequency ({exc})") from None
     if len(grid) == 0 or grid[0] != series.times[0]:
         raise DataError(f"{series.source}: column '{series.column}': the first time "
@@ -123,7 +143,7 @@ def regularise(series: Series, freq: str) -> Series:
         raise DataError(f"{series.source}: column '{series.column}': time {t} is not on the "
                         f"calendar of --freq {freq} (starting {series.times[0]}); "
                         "give the frequency the data has")
-    if len(grid) > 50 * len(series.times) + 1000:
+    if len(grid) > limit:
         raise DataError(f"{series.source}: --freq {freq} would make {len(grid)} steps out of "
                         f"{len(series.times)} values; give the frequency the data has")
     if len(grid) == len(series.times):
@@ -141,7 +161,11 @@ def future_times(times: pd.DatetimeIndex, freq: Optional[str], steps: int
     on ``freq`` (a monthly series goes on the 1st of each month)."""
     if times is None or freq is None:
         return None
-    grid = pd.date_range(times[-1], periods=steps + 1, freq=freq)
+    try:
+        grid = pd.date_range(times[-1], periods=steps + 1, freq=parse_freq(freq))
+    except (OverflowError, ValueError) as exc:  # past year 2262, pandas' last time
+        raise DataError(f"{steps} steps of {freq} after {times[-1]} go past the times pandas "
+                        f"can represent ({exc})") from None
     return list(grid[1:])
 
 

@@ -42,6 +42,31 @@ class Series:
         return len(self.values)
 
 
+def _to_numbers(raw: pd.Series) -> pd.Series:
+    """``pd.to_numeric(raw, errors="coerce")``: what is not a number becomes
+    NaN (reported by the callers). An integer of 309 or more digits, which
+    pandas parses as a Python int and then raises OverflowError on (a
+    traceback from the command line), becomes +-inf, refused as too large."""
+    try:
+        return pd.to_numeric(raw, errors="coerce")
+    except OverflowError:
+        def one(v):
+            try:
+                return float(v)
+            except (TypeError, ValueError):
+                return np.nan
+            except OverflowError:
+                return np.inf if v > 0 else -np.inf
+        return pd.Series([one(v) for v in raw], index=raw.index, dtype=float)
+
+
+def _shown(value) -> str:
+    """A cell's text for a message: a hostile file's cell of a million
+    characters (or a number of hundreds of digits) by its start and length."""
+    text = str(value).strip()
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+
+
 def _read_csv(csv: str, **options) -> pd.DataFrame:
     """A user's CSV file as a frame with at least one row; every way the file
     can be unreadable is a one-line DataError naming it."""
@@ -64,6 +89,13 @@ def _read_csv(csv: str, **options) -> pd.DataFrame:
 
 def _parse_times(raw: pd.Series, source: str, column: str) -> pd.DatetimeIndex:
     text = raw.astype(str).str.strip().str.replace(r"\.0$", "", regex=True)
+    # No date or time takes 64 characters; a cell of a million took dateutil
+    # 18 s to refuse, and its time grows with the square of the length.
+    long = (text.str.len() > 64).to_numpy().nonzero()[0]
+    if len(long):
+        row = int(long[0])
+        raise DataError(f"{source}: column '{column}', row {row + 2} (line {row + 2}): "
+                        f"'{_shown(raw.iloc[row])}' is not a date or time")
     if text.str.fullmatch(r"\d{8}").all():          # YYYYMMDD, as the default data
         parsed = pd.to_datetime(text, format="%Y%m%d", errors="coerce")
     elif text.str.fullmatch(r"\d{4}").all():        # years
@@ -74,7 +106,7 @@ def _parse_times(raw: pd.Series, source: str, column: str) -> pd.DatetimeIndex:
     if len(bad):
         row = int(bad[0])
         raise DataError(f"{source}: column '{column}', row {row + 2} (line {row + 2}): "
-                        f"'{raw.iloc[row]}' is not a date or time")
+                        f"'{_shown(raw.iloc[row])}' is not a date or time")
     return pd.DatetimeIndex(parsed)
 
 
@@ -84,7 +116,10 @@ TIME_NAMES = ("date", "time", "ds", "timestamp", "datetime", "month", "week", "y
 
 def _guess_time_column(frame: pd.DataFrame, column: Optional[str]) -> Optional[str]:
     """The file's time column when none is named: one named like a time
-    (date, ds, year, ...) or one whose text all reads as dates."""
+    (date, ds, year, ...) or one whose text reads as dates, in nine rows of
+    ten at least: a column of dates with one odd cell is still the time
+    column (its odd cell is then refused by line), where requiring every row
+    made it a column of no use, and the series silently lost its times."""
     for name in frame.columns:
         if str(name).strip().lower() in TIME_NAMES and name != column:
             return name
@@ -92,7 +127,7 @@ def _guess_time_column(frame: pd.DataFrame, column: Optional[str]) -> Optional[s
         if name == column or pd.api.types.is_numeric_dtype(frame[name]):
             continue
         text = frame[name].dropna().astype(str).str.strip()
-        if len(text) and text.str.match(r"^\d{1,4}[-/.]\d{1,2}").all():
+        if len(text) and text.str.match(r"^\d{1,4}[-/.]\d{1,2}").mean() >= 0.9:
             return name
     return None
 
@@ -142,19 +177,21 @@ def load_series(csv: Optional[str] = None, column: Optional[str] = None,
                             f"the file has {list(map(str, frame.columns))}")
 
     raw = frame[column]
-    values = pd.to_numeric(raw, errors="coerce")
+    values = _to_numbers(raw)
     bad = (values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")).to_numpy().nonzero()[0]
     if len(bad):
         row = int(bad[0])
-        raise DataError(f"{source}: column '{column}', line {row + 2}: '{raw.iloc[row]}' is "
+        raise DataError(f"{source}: column '{column}', line {row + 2}: '{_shown(raw.iloc[row])}' is "
                         f"not a number ({len(bad)} such value{'s' if len(bad) > 1 else ''})")
     if not np.isfinite(values.dropna().to_numpy(dtype=float)).all():
         row = int((~np.isfinite(values.fillna(0).to_numpy(dtype=float))).nonzero()[0][0])
-        raise DataError(f"{source}: column '{column}', line {row + 2}: infinite value")
+        shown = "" if str(raw.iloc[row]).strip().lower().lstrip("+-") in ("inf", "infinity") \
+            else f" ({_shown(raw.iloc[row])}, too large for a float)"
+        raise DataError(f"{source}: column '{column}', line {row + 2}: infinite value{shown}")
     too_big = (values.abs() > VALUE_LIMIT).to_numpy().nonzero()[0]
     if len(too_big):
         row = int(too_big[0])
-        raise DataError(f"{source}: column '{column}', line {row + 2}: {raw.iloc[row]} is too "
+        raise DataError(f"{source}: column '{column}', line {row + 2}: {_shown(raw.iloc[row])} is too "
                         f"large; the model computes in float32, so values must lie within "
                         f"+-{VALUE_LIMIT:g}")
     if values.isna().all():
@@ -221,19 +258,19 @@ def load_panel(csv: str) -> List[Series]:
         raise DataError(f"{source}: column '{uid}', line {row + 2}: no series id")
     ids = ids.astype(str).str.strip()
     raw = frame[y]
-    values = pd.to_numeric(raw, errors="coerce")
+    values = _to_numbers(raw)
     text = raw.astype(str).str.strip()
     bad = (values.isna() & raw.notna() & (text != "")).to_numpy().nonzero()[0]
     if len(bad):
         row = int(bad[0])
         raise DataError(f"{source}: series '{ids.iloc[row]}', column '{y}', line {row + 2}: "
-                        f"'{raw.iloc[row]}' is not a number")
+                        f"'{_shown(raw.iloc[row])}' is not a number")
     arr = values.to_numpy(dtype=float)
     odd = np.nonzero(~np.isnan(arr) & (~np.isfinite(arr) | (np.abs(arr) > VALUE_LIMIT)))[0]
     if len(odd):
         row = int(odd[0])
         raise DataError(f"{source}: series '{ids.iloc[row]}', column '{y}', line {row + 2}: "
-                        f"{raw.iloc[row]} is infinite or too large; the model computes in "
+                        f"{_shown(raw.iloc[row])} is infinite or too large; the model computes in "
                         f"float32, so values must lie within +-{VALUE_LIMIT:g}")
     times = _parse_times(frame[ds], source, ds)
     out: List[Series] = []

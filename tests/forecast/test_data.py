@@ -52,7 +52,20 @@ def test_without_time_column_single_numeric_column(tmp_path):
     ("date,v\n", dict(column="v"), "has a header but no rows"),
     ("a,b,c\n1,2,3\n", dict(), r"3 value columns .*name it with --column .*long format.*melt"),
     ("date,v\n2020-01-01,1\n2020-01-01,2\n", dict(column="v", time_column="date"), "appears twice .*remove or aggregate"),
-    ("v\n1\ninf\n", dict(column="v"), "line 3: infinite value"),
+    ("v\n1\ninf\n", dict(column="v"), "line 3: infinite value$"),
+    # pandas reads an integer of 309+ digits as a Python int, then raised
+    # OverflowError (a traceback from the command line)
+    ("v\n1\n2\n" + "9" * 400 + "\n", dict(column="v"),
+     r"line 4: infinite value \(99999999999999999999\.\.\. \(400 characters\), too large"),
+    # a date column with one odd cell: still the time column (requiring every
+    # row to look like a date dropped it, and the series lost its times)
+    ("t,v\n2020-01-01,1\n2020-01-02,2\n2020-01-03,3\n2020-01-04,4\n2020-01-05,5\n"
+     "2020-01-06,6\n2020-01-07,7\n2020-01-08,8\n2020-01-09,9\nunknown,10\n", dict(column="v"),
+     r"column 't', row 11 \(line 11\): 'unknown' is not a date"),
+    # a cell of a million characters: refused at once (dateutil took 18 s,
+    # growing with the square), shown by its start and length
+    ("t,v\n2020-01-01,1\n" + "2020-01-02" + "x" * 1000000 + ",2\n", dict(column="v"),
+     r"line 3\): '2020-01-02xxxxxxxxxx\.\.\. \(1000010 characters\)' is not a date or time$"),
 ])
 def test_bad_files(tmp_path, text, kwargs, message):
     with pytest.raises(series.DataError, match=message):

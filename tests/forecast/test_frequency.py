@@ -120,6 +120,13 @@ def test_yearly_integer_column_is_a_time_column(tmp_path):
      ["too few for --window 36", "--window"]),
     (list(pd.date_range("2000-01-01", periods=100, freq="D")) * 1, ["--freq", "MS"],
      ["not on the calendar of --freq MS"]),
+    # a step of 0 made pandas divide by zero; 1ns a calendar of 10^16 times
+    (list(pd.date_range("2000-01-01", periods=100, freq="D")), ["--freq=0D"],
+     ["--freq 0D: expected a positive step, but got 0"]),
+    (list(pd.date_range("2000-01-01", periods=100, freq="D")), ["--freq=-2h"],
+     ["--freq -2h: expected a positive step, but got -2"]),
+    (list(pd.date_range("2000-01-01", periods=100, freq="D")), ["--freq=1ns"],
+     ["--freq 1ns would make 8553600000000001 steps out of 100 values"]),
 ])
 def test_bad_time_columns_are_one_line(tmp_path, lstm, times, extra, parts):
     csv = write(tmp_path / "bad.csv", [t.strftime("%Y-%m-%d") for t in times],
