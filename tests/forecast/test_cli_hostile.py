@@ -213,6 +213,17 @@ def no_optimizer_state(ckpt):
     ckpt["optimizer_state"] = {"state": {}, "param_groups": []}
 
 
+def huge_intervals(ckpt):
+    ckpt["intervals"] = {k: [1e308] * len(v) for k, v in ckpt["intervals"].items()}
+
+
+def set_adam(key, value):
+    """One entry of the first weight's Adam state."""
+    def change(ckpt):
+        ckpt["optimizer_state"]["state"][0][key] = value
+    return change
+
+
 @pytest.mark.parametrize("change,parts", [
     (drop("config"), ["'config' is missing"]),
     (drop("scaler"), ["'scaler' is missing"]),
@@ -231,6 +242,8 @@ def no_optimizer_state(ckpt):
     (set_item("history", "long"), ["'history'"]),
     (set_item("best_epoch", 7), ["'best_epoch'"]),
     (no_optimizer_state, ["optimizer state"]),
+    # bounds of -inf and inf in the forecast
+    (huge_intervals, ["'intervals'", "half-widths from 0 to 1e38"]),
 ])
 @pytest.mark.parametrize("command", COMMANDS)
 def test_bad_checkpoint_contents(trained, tmp_path, lstm, command, change, parts):
@@ -239,6 +252,24 @@ def test_bad_checkpoint_contents(trained, tmp_path, lstm, command, change, parts
     args, path = place(trained, tmp_path, command, lambda p: torch.save(ckpt, p))
     assert_one_line(lstm(*args), path, *parts)
     assert not (tmp_path / "exported" / "model.json").exists()
+
+
+def negative_second_moment(ckpt):
+    state = ckpt["optimizer_state"]["state"][0]
+    state["exp_avg_sq"] = -1 - state["exp_avg_sq"]
+
+
+@pytest.mark.parametrize("change,parts", [
+    (set_adam("exp_avg", torch.tensor(0.5)), ["'exp_avg' has shape []"]),  # was a traceback
+    (set_adam("step", torch.tensor(-1.0)), ["'step'", "expected one number >= 1"]),  # was one
+    (set_adam("step", torch.tensor(0.0)), ["'step'", "expected one number >= 1"]),
+    (negative_second_moment, ["'exp_avg_sq' holds negative values"]),  # NaN weights
+])
+def test_bad_optimizer_state_is_refused_on_resume(trained, tmp_path, lstm, change, parts):
+    ckpt = saved_checkpoint(trained)
+    change(ckpt)
+    args, path = place(trained, tmp_path, "resume", lambda p: torch.save(ckpt, p))
+    assert_one_line(lstm(*args), path, *parts)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -139,16 +139,18 @@ def _describe(value) -> str:
 
 
 def check_intervals(intervals, horizon: int, what: str) -> None:
-    """None, or {"80": [...], "95": [...]}: per lead, a finite half-width >= 0."""
+    """None, or {"80": [...], "95": [...]}: per lead, a half-width from 0 to
+    1e38 (the series' values are within 1e36; a half-width of 1e308 from an
+    edited file made the forecast's bounds -inf and inf)."""
     if intervals is None:
         return
     fits = (isinstance(intervals, dict) and sorted(intervals) == sorted(LEVELS)
             and all(isinstance(v, list) and len(v) == horizon
-                    and all(Limit(float, 0.0).allows(w) for w in v)
+                    and all(Limit(float, 0.0, 1e38).allows(w) for w in v)
                     for v in intervals.values()))
     if not fits:
         raise ValueError(f"{what}: expected {{'80': [...], '95': [...]}} with {horizon} "
-                         f"half-widths >= 0 each, but got {brief(intervals)}")
+                         f"half-widths from 0 to 1e38 each, but got {brief(intervals)}")
 
 
 def _check_history(history, epochs: int) -> None:
@@ -241,7 +243,11 @@ def restore(ckpt: dict, cfg: TrainConfig, model: LSTMModel, optimizer: torch.opt
 
 def _check_optimizer(optimizer: torch.optim.Optimizer, settings: List[dict]) -> None:
     """After load_state_dict: the settings (lr, betas, ...) must be those the
-    config gives, and the moment estimates finite and shaped as the weights."""
+    config gives, the moment estimates finite and shaped as the weights (a
+    0-dim one broadcast and failed in the first step), the second moments
+    >= 0 (their square root), and Adam's step count a number >= 1 (its bias
+    correction divides by 1 - beta^step: a step of -1 or 0 divided by zero or
+    went negative)."""
     for group, wanted in zip(optimizer.param_groups, settings):
         for key, value in wanted.items():
             if group.get(key) != value:
@@ -250,9 +256,16 @@ def _check_optimizer(optimizer: torch.optim.Optimizer, settings: List[dict]) -> 
             for name, value in optimizer.state.get(param, {}).items():
                 if not torch.is_tensor(value) or not torch.isfinite(value).all():
                     raise ValueError(f"'{name}' is {brief(value)}, expected finite numbers")
-                if value.dim() > 0 and value.shape != param.shape:
+                if name == "step":
+                    if value.numel() != 1 or float(value) < 1:
+                        raise ValueError(f"'step' is {brief(value)}, expected one number >= 1")
+                    continue
+                if value.shape != param.shape:
                     raise ValueError(f"'{name}' has shape {list(value.shape)}, "
                                      f"expected {list(param.shape)}")
+                if name.endswith("exp_avg_sq") and bool((value < 0).any()):
+                    raise ValueError(f"'{name}' holds negative values, expected >= 0 "
+                                     "(a mean of squares)")
 
 
 def forecaster_from_checkpoint(ckpt: dict) -> Forecaster:
