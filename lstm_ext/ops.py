@@ -36,6 +36,70 @@ def _check_devices(op, lengths=None, **tensors):
         )
 
 
+# The real kernels' argument checks (csrc/cpu/checks.h, check_lstm_args), in
+# their order and words, so that torch.compile / torch.export refuse what the
+# kernel would: without them a w_hh of shape (15, 4) was traced, its wrong
+# shapes recorded, and the error came only when the program ran. torch._check
+# rather than `if`, so a symbolic (dynamic) batch or length becomes a runtime
+# assertion instead of a guard.
+def _check_dtype(op, name, t, dtype):
+    torch._check(t.dtype == dtype, lambda: f"{op}: expected {name} to have dtype {dtype} "
+                                           f"(the dtype of input), but got {t.dtype}")
+
+
+def _check_shape(op, name, t, expected, layout):
+    def message():
+        return f"{op}: expected {name} of shape {list(expected)} {layout}, but got {list(t.shape)}"
+    torch._check(t.dim() == len(expected), message)
+    for got, want in zip(t.shape, expected):
+        torch._check(got == want, message)
+
+
+def _check_dim(op, name, t, dim, layout):
+    torch._check(t.dim() == dim, lambda: f"{op}: expected {name} to be {dim}-D {layout}, but "
+                                         f"got shape {list(t.shape)}")
+
+
+def _check_lstm_args(op, input, dim, layout, hx, cx, w_ih, w_hh, w_hr=None, b_ih=None,
+                     b_hh=None, float_dtypes=True):
+    """check_lstm_args and check_biases of checks.h; returns (hidden, proj)."""
+    if float_dtypes:
+        torch._check(input.dtype != torch.float16, lambda: f"{op}: float16 (Half) is not "
+                     "supported; use bfloat16, float32 or float64 (input is float16)")
+        torch._check(input.dtype in (torch.float32, torch.float64, torch.bfloat16),
+                     lambda: f"{op}: expected input to be float32, float64 or bfloat16, but "
+                             f"got {input.dtype}")
+    _check_dim(op, "input", input, dim, layout)
+    dtype = input.dtype
+    batch, in_size = input.shape[dim - 2], input.shape[dim - 1]
+    if w_hr is not None:
+        _check_dim(op, "w_hr", w_hr, 2, "(proj_size, hidden_size)")
+        proj, hidden = w_hr.shape
+        _check_dtype(op, "w_hr", w_hr, dtype)
+        torch._check(proj > 0, lambda: f"{op}: expected w_hr with proj_size > 0 rows, but got "
+                                       f"shape {list(w_hr.shape)}")
+        _check_dtype(op, "w_hh", w_hh, dtype)
+        _check_shape(op, "w_hh", w_hh, [4 * hidden, proj], "(4 * hidden_size, proj_size)")
+    else:
+        _check_dim(op, "w_hh", w_hh, 2, "(4 * hidden_size, hidden_size)")
+        hidden = proj = w_hh.shape[1]
+        if float_dtypes:
+            _check_dtype(op, "w_hh", w_hh, dtype)
+        _check_shape(op, "w_hh", w_hh, [4 * hidden, hidden], "(4 * hidden_size, hidden_size)")
+    for name, t, shape, lay in (
+            ("w_ih", w_ih, [4 * hidden, in_size], "(4 * hidden_size, input_size)"),
+            ("hx", hx, [batch, proj],
+             "(batch, proj_size)" if w_hr is not None else "(batch, hidden_size)"),
+            ("cx", cx, [batch, hidden], "(batch, hidden_size)"),
+            ("b_ih", b_ih, [4 * hidden], "(4 * hidden_size)"),
+            ("b_hh", b_hh, [4 * hidden], "(4 * hidden_size)")):
+        if t is not None:
+            if float_dtypes:
+                _check_dtype(op, name, t, dtype)
+            _check_shape(op, name, t, shape, lay)
+    return hidden, proj
+
+
 def _saved_dtype(input):
     """The dtype of the float32 buffers the bfloat16 kernels save for the
     backward (the cell's gates, the layer's cs); otherwise the input's."""
@@ -50,6 +114,8 @@ def _masked(mask, index, make):
 def _cell_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
     _check_devices("lstm_cell_forward", input=input, hx=hx, cx=cx, w_ih=w_ih, w_hh=w_hh,
                    b_ih=b_ih, b_hh=b_hh)
+    _check_lstm_args("lstm_cell_forward", input, 2, "(batch, input_size)", hx, cx, w_ih, w_hh,
+                     b_ih=b_ih, b_hh=b_hh)
     batch, hidden = input.shape[0], w_hh.shape[1]
     return (
         input.new_empty((batch, hidden)),
@@ -84,9 +150,9 @@ def _layer_outputs(op, input, hx, cx, w_ih, w_hh, b_ih, b_hh, lengths, w_hr):
     inference op: the first three)."""
     _check_devices(op, lengths, input=input, hx=hx, cx=cx, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih,
                    b_hh=b_hh, w_hr=w_hr)
+    hidden, proj = _check_lstm_args(op, input, 3, "(seq_len, batch, input_size)", hx, cx, w_ih,
+                                    w_hh, w_hr, b_ih, b_hh)
     steps, batch = input.shape[0], input.shape[1]
-    hidden = w_hh.shape[0] // 4
-    proj = w_hr.shape[0] if w_hr is not None else hidden
     return (
         input.new_empty((steps, batch, proj)),
         input.new_empty((batch, proj)),
@@ -121,7 +187,20 @@ def _layer_backward_fake(grad_output, grad_hy, grad_cy, input, hx, cx, w_ih, w_h
 def _layer_forward_int8_fake(input, hx, cx, w_ih, w_ih_scale, w_hh, w_hh_scale, bias, lengths):
     _check_devices("lstm_layer_forward_int8", lengths, input=input, hx=hx, cx=cx, w_ih=w_ih,
                    w_ih_scale=w_ih_scale, w_hh=w_hh, w_hh_scale=w_hh_scale, bias=bias)
-    steps, batch, hidden = input.shape[0], input.shape[1], w_hh.shape[1]
+    op = "lstm_layer_forward_int8"
+    torch._check(input.dtype == torch.float32, lambda: f"{op}: expected input to have dtype "
+                 f"torch.float32 (int8 layers take float32 activations), but got {input.dtype}")
+    for name, t in (("w_ih", w_ih), ("w_hh", w_hh)):
+        torch._check(t.dtype == torch.int8, lambda: f"{op}: expected {name} to have dtype "
+                     f"torch.int8 (the quantized weights), but got {t.dtype}")
+    hidden, _ = _check_lstm_args(op, input, 3, "(seq_len, batch, input_size)", hx, cx, w_ih,
+                                 w_hh, float_dtypes=False)
+    for name, t in (("w_ih_scale", w_ih_scale), ("w_hh_scale", w_hh_scale), ("bias", bias)):
+        if t is not None:
+            torch._check(t.dtype == torch.float32, lambda: f"{op}: expected {name} to have dtype "
+                         f"torch.float32, but got {t.dtype}")
+            _check_shape(op, name, t, [4 * hidden], "(4 * hidden_size)")
+    steps, batch = input.shape[0], input.shape[1]
     return (
         input.new_empty((steps, batch, hidden)),
         input.new_empty((batch, hidden)),

@@ -124,3 +124,46 @@ def test_all_meta_still_gives_shapes():
     args = [t.to("meta") for t in _layer_args(3, 2, 2, 3)]
     out = op.lstm_layer_forward(*args, torch.tensor([3, 2]))
     assert out[0].shape == (3, 2, 3) and out[0].device.type == "meta"
+
+
+def _int8_args():
+    x, h, c, w_ih, w_hh, b_ih, _ = _layer_args(3, 2, 2, 3, dtype=torch.float32)
+    return [x, h, c, w_ih.to(torch.int8), torch.ones(12), w_hh.to(torch.int8), torch.ones(12),
+            b_ih, None]
+
+
+def _changed(args, index, value):
+    return [value if i == index else a for i, a in enumerate(args)]
+
+
+# Wrong arguments through the fake (meta) kernels, which torch.compile and
+# torch.export trace: each must be refused in the CPU kernel's words (the
+# fakes once returned shapes for a w_hh of (7, 4), and export recorded them).
+@pytest.mark.parametrize("name, call, message", [
+    ("layer", lambda a: op.lstm_layer_inference(*_changed(a, 4, a[4][:-1]), None),
+     r"lstm_layer_inference: expected w_hh of shape \[12, 3\] \(4 \* hidden_size, hidden_size\), "
+     r"but got \[11, 3\]"),
+    ("layer", lambda a: op.lstm_layer_forward(*_changed(a, 3, a[3][:, :1]), None),
+     r"lstm_layer_forward: expected w_ih of shape \[12, 2\] .* but got \[12, 1\]"),
+    ("layer", lambda a: op.lstm_layer_forward(*_changed(a, 1, a[1][:1]), None),
+     r"lstm_layer_forward: expected hx of shape \[2, 3\] \(batch, hidden_size\), but got \[1, 3\]"),
+    ("layer", lambda a: op.lstm_layer_forward(*_changed(a, 6, a[6][:5]), None),
+     r"lstm_layer_forward: expected b_hh of shape \[12\]"),
+    ("layer", lambda a: op.lstm_layer_forward(*_changed(a, 2, a[2].float()), None),
+     r"lstm_layer_forward: expected cx to have dtype"),
+    ("layer", lambda a: op.lstm_layer_forward(*_changed(a, 0, a[0][0]), None),
+     r"lstm_layer_forward: expected input to be 3-D"),
+    ("cell", lambda a: op.lstm_cell_forward(a[0][0], a[1], a[2], a[3], a[4][:, :2], a[5], a[6]),
+     r"lstm_cell_forward: expected w_hh of shape \[8, 2\] .* but got \[12, 2\]"),
+    ("int8", lambda a: op.lstm_layer_forward_int8(*_changed(a, 6, a[6][:3])),
+     r"lstm_layer_forward_int8: expected w_hh_scale of shape \[12\]"),
+    ("int8", lambda a: op.lstm_layer_forward_int8(*_changed(a, 5, a[5].float())),
+     r"lstm_layer_forward_int8: expected w_hh to have dtype"),
+], ids=["layer_w_hh", "layer_w_ih", "layer_hx", "layer_b_hh", "layer_cx_dtype", "layer_dim",
+        "cell_w_hh", "int8_scale", "int8_w_dtype"])
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_fake_kernels_refuse_what_the_cpu_kernels_refuse(name, call, message, device):
+    args = _int8_args() if name == "int8" else _layer_args(3, 2, 2, 3)
+    args = [a.to(device) if isinstance(a, torch.Tensor) else a for a in args]
+    with pytest.raises(RuntimeError, match=message):
+        call(args)
