@@ -55,6 +55,11 @@ class LSTM(FlatWeights, nn.Module):
                  bidirectional: bool = False, proj_size: int = 0, device=None,
                  dtype=None) -> None:
         super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                            ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"LSTM: {name} must be an integer, but got "
+                                f"{type(value).__name__} {value!r}")
         if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
             raise ValueError(
                 f"LSTM: proj_size must be an integer >= 0 (0: no projection), but got {proj_size!r}"
@@ -69,7 +74,9 @@ class LSTM(FlatWeights, nn.Module):
                 "LSTM: expected input_size >= 0, hidden_size > 0 and num_layers >= 1, but got "
                 f"input_size={input_size}, hidden_size={hidden_size}, num_layers={num_layers}"
             )
-        if not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+        # bool is an int to isinstance; torch.nn.LSTM refuses dropout=True too
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or \
+                not 0 <= dropout <= 1:
             raise ValueError(f"LSTM: dropout must be a number in [0, 1], but got {dropout!r}")
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -155,6 +162,13 @@ class LSTM(FlatWeights, nn.Module):
         # `input` may also be a PackedSequence in eager mode (scripted modules
         # take tensors only, like scripted torch.nn.LSTM's tensor overload).
         if not torch.jit.is_scripting():
+            # torch.nn.LSTM takes hx as a tuple (h_0, c_0); one tensor failed
+            # to unpack with Python's own words
+            if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+                raise TypeError(f"{type(self).__name__}: expected hx as a tuple (h_0, c_0), "
+                                f"but got {type(hx).__name__}"
+                                + (f" of length {len(hx)}" if isinstance(hx, (tuple, list))
+                                   else ""))
             if isinstance(input, PackedSequence):
                 return self._forward_packed(input, hx)
         return self._forward_tensor(input, hx)

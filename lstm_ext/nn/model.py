@@ -24,6 +24,9 @@ class LSTMModel(nn.Module):
                  num_layers: int = 1, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None) -> None:
         super().__init__()
+        if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
+            raise ValueError(f"LSTMModel: expected output_size an integer >= 1, but got "
+                             f"{output_size!r}")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.output_size = output_size

@@ -144,6 +144,19 @@ def test_dropout_train_vs_eval_and_seeded():
     torch.testing.assert_close(model(x)[0], no_dropout(x)[0])
 
 
+@pytest.mark.parametrize("kwargs, exc, message", [
+    (dict(hidden_size=6.0), TypeError, "LSTM: hidden_size must be an integer, but got float 6.0"),
+    (dict(input_size="5"), TypeError, "LSTM: input_size must be an integer, but got str '5'"),
+    (dict(num_layers=True), TypeError, "LSTM: num_layers must be an integer, but got bool True"),
+    (dict(num_layers=2, dropout=True), ValueError, "dropout must be a number in .0, 1., but got True"),
+])
+def test_bad_constructor_arguments_like_nn_lstm(kwargs, exc, message):
+    """torch.nn.LSTM refuses each of these too; a float size failed inside
+    torch.empty, and dropout=True was taken as 1."""
+    with pytest.raises(exc, match=message):
+        lstm_ext.LSTM(**{"input_size": 5, "hidden_size": 6, **kwargs})
+
+
 def test_zero_batch_like_nn_lstm():
     ours, theirs = pair()
     x = torch.randn(3, 0, 5)
@@ -166,6 +179,10 @@ def test_zero_length_sequence_is_a_clear_error():
      r"h_0 of shape \[1, 6\]"),
     (lambda m: m(torch.randn(7, 3, 5, dtype=torch.float64)), TypeError, "dtype torch.float32"),
     (lambda m: m(torch.randn(5)), ValueError, r"\(seq_len, batch, input_size\)"),
+    (lambda m: m(torch.randn(7, 3, 5), torch.zeros(1, 3, 6)), TypeError,
+     r"^LSTM: expected hx as a tuple \(h_0, c_0\), but got Tensor$"),
+    (lambda m: m(torch.randn(7, 3, 5), (torch.zeros(1, 3, 6),)), TypeError,
+     r"but got tuple of length 1$"),
 ])
 def test_bad_input(call, exc, message):
     with pytest.raises(exc, match=message):

@@ -58,5 +58,8 @@ def test_tutorial_model_state_dict_loads():
 
 
 def test_model_bad_input():
+    with pytest.raises(ValueError, match=r"LSTMModel: expected output_size an integer >= 1, "
+                                         r"but got -1"):
+        lstm_ext.LSTMModel(4, 3, -1)
     with pytest.raises(ValueError, match=r"\(batch, seq_len, input_size\)"):
         lstm_ext.LSTMModel(4, 3, 1)(torch.randn(4))
