@@ -5,9 +5,10 @@ call ``torch.ops.lstm_ext.*`` and are TorchScript-compatible, so scripted
 modules run the same code. Schemas, CPU kernels and autograd all live in C++
 (csrc/; autograd is registered at the Autograd key in csrc/autograd/), so eager
 Python, TorchScript and C++ programs share one forward, one backward and one
-autograd formula. The fake kernels below only state output shapes (after the
-device checks the real kernels make), so the ops also trace under
-torch.compile / torch.export and pass ``torch.library.opcheck``. The backward
+autograd formula. The fake kernels below check the arguments as the real
+kernels do (devices, dtypes and shapes, in their words) and state the output
+shapes, so the ops also trace under torch.compile / torch.export, refuse there
+what the kernels would refuse, and pass ``torch.library.opcheck``. The backward
 ops are not themselves differentiable; second-order gradients
 (``create_graph=True``) come from the C++ autograd recomputing the forward in
 differentiable ATen ops (csrc/autograd/differentiable_forward.h).
