@@ -71,8 +71,11 @@ def _read_csv(csv: str, **options) -> pd.DataFrame:
     """A user's CSV file as a frame with at least one row; every way the file
     can be unreadable is a one-line DataError naming it."""
     source = os.path.basename(csv)
+    if os.path.isdir(csv):
+        raise DataError(f"{csv}: a directory, not a CSV file")
     if not os.path.isfile(csv):
-        raise DataError(f"{csv}: no such file")
+        raise DataError(f"{csv}: no such file" if not os.path.exists(csv)
+                        else f"{csv}: not a regular file (a CSV file is needed)")
     try:
         frame = pd.read_csv(csv, encoding="utf-8", skipinitialspace=True, **options)
     except UnicodeDecodeError as exc:
@@ -81,7 +84,9 @@ def _read_csv(csv: str, **options) -> pd.DataFrame:
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{source}: the file is empty") from exc
     except pd.errors.ParserError as exc:
-        raise DataError(f"{source}: not a readable CSV file: {exc}") from exc
+        # pandas' message may end in a newline: one line, as every message
+        detail = " ".join(str(exc).split())
+        raise DataError(f"{source}: not a readable CSV file: {detail}") from exc
     if frame.empty:
         raise DataError(f"{source}: the file has a header but no rows")
     return frame

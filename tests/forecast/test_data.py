@@ -83,6 +83,20 @@ def test_missing_file():
         series.load_series("/nonexistent/file.csv", "v")
 
 
+def test_a_directory_or_a_device_is_not_called_missing(tmp_path):
+    with pytest.raises(series.DataError, match="a directory, not a CSV file"):
+        series.load_series(str(tmp_path), "v")
+    with pytest.raises(series.DataError, match="not a regular file"):
+        series.load_series("/dev/null", "v")
+
+
+def test_a_ragged_row_is_one_line(tmp_path):
+    """pandas' message ends in a newline; ours is one line."""
+    with pytest.raises(series.DataError, match="Expected 2 fields in line 3, saw 3") as e:
+        series.load_series(write(tmp_path, "a,b\n1,2\n3,4,5\n"), "b")
+    assert "\n" not in str(e.value)
+
+
 def test_too_short_for_the_window(tmp_path):
     csv = write(tmp_path, "v\n" + "\n".join(str(i) for i in range(30)) + "\n")
     s = series.load_series(csv, "v")
