@@ -213,6 +213,10 @@ def no_optimizer_state(ckpt):
     ckpt["optimizer_state"] = {"state": {}, "param_groups": []}
 
 
+def int_bias(ckpt):
+    ckpt["best_state"]["fc.bias"] = ckpt["best_state"]["fc.bias"].long()
+
+
 def huge_intervals(ckpt):
     ckpt["intervals"] = {k: [1e308] * len(v) for k, v in ckpt["intervals"].items()}
 
@@ -244,6 +248,8 @@ def set_adam(key, value):
     (no_optimizer_state, ["optimizer state"]),
     # bounds of -inf and inf in the forecast
     (huge_intervals, ["'intervals'", "half-widths from 0 to 1e38"]),
+    # was the whole dict's repr, over several lines, naming no key
+    (int_bias, ["'best_state'", "'fc.bias' is a torch.int64 tensor (torch.strided, on cpu)"]),
 ])
 @pytest.mark.parametrize("command", COMMANDS)
 def test_bad_checkpoint_contents(trained, tmp_path, lstm, command, change, parts):

@@ -192,8 +192,14 @@ def _check_weights(state, cfg: TrainConfig, key: str) -> None:
         return (torch.is_tensor(v) and v.is_floating_point() and v.layout == torch.strided
                 and v.device.type == "cpu")
 
-    if not (isinstance(state, dict) and all(is_weight(v) for v in state.values())):
+    if not isinstance(state, dict):
         raise ValueError(f"'{key}': expected a dict of float tensors, but got {brief(state)}")
+    for name, v in state.items():  # the first misfit by name (a whole dict's repr spans lines)
+        if not is_weight(v):
+            what = (f"a {v.dtype} tensor ({v.layout}, on {v.device})" if torch.is_tensor(v)
+                    else f"{type(v).__name__} {brief(v)}")
+            raise ValueError(f"'{key}': expected a dict of float tensors, but "
+                             f"{brief(name)} is {what}")
     wanted = {k: list(v.shape) for k, v in build_model(cfg, device="meta").state_dict().items()}
     got = {k: list(v.shape) for k, v in state.items()}
     if got != wanted:
