@@ -193,12 +193,18 @@ def export_onnx(module: nn.Module, path: str, *, input_size: Optional[int] = Non
     if not isinstance(module, nn.Module):
         raise ExportError(f"module: expected a torch.nn.Module, but got {type(module).__name__}")
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ExportError(f"path: {path} is a directory; give a file name, such as "
+                          f"{os.path.join(path, 'model.onnx')}")
     size = input_size_of(module, input_size)
     first = batch_first_of(module, batch_first)
     if getattr(module, "proj_size", 0) or getattr(getattr(module, "lstm", None), "proj_size", 0):
         raise ExportError("module: proj_size > 0 cannot be expressed in ONNX: its LSTM "
                           "operator has no projection weights")
     dtype = dtype_of(module)
+    if dtype not in (torch.float32, torch.float64):  # ONNX's LSTM: float16, float, double
+        raise ExportError(f"module: ONNX's LSTM operator takes float32 or float64, but the "
+                          f"module is {dtype}; export a float32 copy (module.float())")
     with eval_mode(module):
         min_steps = min_steps_of(module, size, first, dtype)
         example = sequence(2, max(min_steps, getattr(module, "window", 3)), size, first, dtype)
@@ -232,9 +238,13 @@ def export_onnx(module: nn.Module, path: str, *, input_size: Optional[int] = Non
                   for k, v in (metadata or {}).items()})
     program.model.metadata_props.update(props)
     tmp = path + ".tmp"
-    program.save(tmp)
-    if verify:
-        import onnx
-        onnx.checker.check_model(tmp, full_check=True)
-    os.replace(tmp, path)
+    try:
+        program.save(tmp)
+        if verify:
+            import onnx
+            onnx.checker.check_model(tmp, full_check=True)
+        os.replace(tmp, path)
+    finally:  # a failed save or check leaves nothing behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path

@@ -143,7 +143,15 @@ def test_refuses_what_onnx_cannot_express(tmp_path):
         export_onnx(torch.nn.Linear(2, 2), tmp_path / "l.onnx")
     with pytest.raises(ExportError, match="module: expected a torch.nn.Module"):
         export_onnx("model.pt", tmp_path / "s.onnx")
+    # was onnx's own InferenceError, leaving b.onnx.tmp behind
+    with pytest.raises(ExportError, match="takes float32 or float64, but the module is "
+                                          "torch.bfloat16"):
+        export_onnx(lstm_ext.LSTM(3, 4).bfloat16(), tmp_path / "b.onnx")
     assert not list(tmp_path.iterdir())
+    # was IsADirectoryError, leaving DIR.tmp beside the directory
+    with pytest.raises(ExportError, match="is a directory; give a file name, such as "):
+        export_onnx(lstm_ext.LSTM(3, 4), tmp_path)
+    assert not (tmp_path.parent / (tmp_path.name + ".tmp")).exists()
 
 
 def test_forecaster_through_the_applications_writer_and_reader(tmp_path):
