@@ -106,7 +106,12 @@ def _parse_times(raw: pd.Series, source: str, column: str) -> pd.DatetimeIndex:
     elif text.str.fullmatch(r"\d{4}").all():        # years
         parsed = pd.to_datetime(text, format="%Y", errors="coerce")
     else:
-        parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+        try:
+            parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+        except ValueError as exc:  # "Mixed timezones detected", without file or column
+            raise DataError(f"{source}: column '{column}': times with different UTC offsets "
+                            "(daylight saving time?); write them in one offset or in UTC "
+                            f"(pandas: {' '.join(str(exc).split())})") from None
     bad = parsed.isna().to_numpy().nonzero()[0]
     if len(bad):
         row = int(bad[0])
