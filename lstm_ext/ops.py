@@ -115,9 +115,9 @@ def _masked(mask, index, make):
 def _cell_forward_fake(input, hx, cx, w_ih, w_hh, b_ih, b_hh):
     _check_devices("lstm_cell_forward", input=input, hx=hx, cx=cx, w_ih=w_ih, w_hh=w_hh,
                    b_ih=b_ih, b_hh=b_hh)
-    _check_lstm_args("lstm_cell_forward", input, 2, "(batch, input_size)", hx, cx, w_ih, w_hh,
-                     b_ih=b_ih, b_hh=b_hh)
-    batch, hidden = input.shape[0], w_hh.shape[1]
+    hidden, _ = _check_lstm_args("lstm_cell_forward", input, 2, "(batch, input_size)", hx, cx,
+                                 w_ih, w_hh, b_ih=b_ih, b_hh=b_hh)
+    batch = input.shape[0]
     return (
         input.new_empty((batch, hidden)),
         input.new_empty((batch, hidden)),

@@ -60,6 +60,11 @@ def _to_numbers(raw: pd.Series) -> pd.Series:
         return pd.Series([one(v) for v in raw], index=raw.index, dtype=float)
 
 
+def _one_line(exc: Exception) -> str:
+    """An exception's message on one line (pandas' may end in a newline)."""
+    return " ".join(str(exc).split())
+
+
 def _shown(value) -> str:
     """A cell's text for a message: a hostile file's cell of a million
     characters (or a number of hundreds of digits) by its start and length."""
@@ -84,23 +89,24 @@ def _read_csv(csv: str, **options) -> pd.DataFrame:
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{source}: the file is empty") from exc
     except pd.errors.ParserError as exc:
-        # pandas' message may end in a newline: one line, as every message
-        detail = " ".join(str(exc).split())
-        raise DataError(f"{source}: not a readable CSV file: {detail}") from exc
+        raise DataError(f"{source}: not a readable CSV file: {_one_line(exc)}") from exc
     if frame.empty:
         raise DataError(f"{source}: the file has a header but no rows")
     return frame
 
 
 def _parse_times(raw: pd.Series, source: str, column: str) -> pd.DatetimeIndex:
+    def refuse(rows):
+        row = int(rows[0])
+        raise DataError(f"{source}: column '{column}', row {row + 2} (line {row + 2}): "
+                        f"'{_shown(raw.iloc[row])}' is not a date or time")
+
     text = raw.astype(str).str.strip().str.replace(r"\.0$", "", regex=True)
     # No date or time takes 64 characters; a cell of a million took dateutil
     # 18 s to refuse, and its time grows with the square of the length.
     long = (text.str.len() > 64).to_numpy().nonzero()[0]
     if len(long):
-        row = int(long[0])
-        raise DataError(f"{source}: column '{column}', row {row + 2} (line {row + 2}): "
-                        f"'{_shown(raw.iloc[row])}' is not a date or time")
+        refuse(long)
     if text.str.fullmatch(r"\d{8}").all():          # YYYYMMDD, as the default data
         parsed = pd.to_datetime(text, format="%Y%m%d", errors="coerce")
     elif text.str.fullmatch(r"\d{4}").all():        # years
@@ -111,12 +117,10 @@ def _parse_times(raw: pd.Series, source: str, column: str) -> pd.DatetimeIndex:
         except ValueError as exc:  # "Mixed timezones detected", without file or column
             raise DataError(f"{source}: column '{column}': times with different UTC offsets "
                             "(daylight saving time?); write them in one offset or in UTC "
-                            f"(pandas: {' '.join(str(exc).split())})") from None
+                            f"(pandas: {_one_line(exc)})") from None
     bad = parsed.isna().to_numpy().nonzero()[0]
     if len(bad):
-        row = int(bad[0])
-        raise DataError(f"{source}: column '{column}', row {row + 2} (line {row + 2}): "
-                        f"'{_shown(raw.iloc[row])}' is not a date or time")
+        refuse(bad)
     return pd.DatetimeIndex(parsed)
 
 

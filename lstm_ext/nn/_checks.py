@@ -57,8 +57,9 @@ def check_batch_sizes(who: str, batch_sizes: Tensor, rows: int) -> None:
                 f"pack_padded_sequence makes them), but batch_sizes[{t}] = {sizes[t]} "
                 f"after {sizes[t - 1] if t > 0 else 'nothing'}"
             )
-    if sum(sizes) != rows:
+    total = sum(sizes)
+    if total != rows:
         raise ValueError(
             f"{who}: expected PackedSequence.batch_sizes to sum to the {rows} rows of its data, "
-            f"but they sum to {sum(sizes)}"
+            f"but they sum to {total}"
         )

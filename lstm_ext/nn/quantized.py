@@ -34,17 +34,18 @@ def check_quantizable(who: str, name: str, w: Tensor) -> None:
     weight became 0 and the outputs finite where the float LSTM's are NaN; an
     inf weight made a scale of inf and the outputs NaN where the float LSTM's
     are finite), and a float64 weight beyond 127 * FLT_MAX an inf scale."""
-    bad = ~torch.isfinite(w)
-    if bool(bad.any()):
-        at = [int(i) for i in bad.nonzero()[0]]
+    def first(mask):
+        return [int(i) for i in mask.nonzero()[0]] if bool(mask.any()) else None
+
+    at = first(~torch.isfinite(w))
+    if at is not None:
         raise ValueError(
             f"{who}: expected finite weights, but {name}{at} = {w[tuple(at)].item()}; int8 cannot "
             "carry NaN or inf (torch.nn.LSTM's outputs with it are not what int8 would give): "
             "keep this LSTM in float")
     limit = 127 * torch.finfo(torch.float32).max
-    big = w.detach().to(torch.float64).abs() > limit
-    if bool(big.any()):
-        at = [int(i) for i in big.nonzero()[0]]
+    at = first(w.detach().to(torch.float64).abs() > limit)
+    if at is not None:
         raise ValueError(
             f"{who}: expected |weights| <= {limit:.3g} (their float32 scales must be finite), "
             f"but {name}{at} = {w[tuple(at)].item():.3g}")
