@@ -106,16 +106,19 @@ def infer_freq(times: pd.DatetimeIndex, source: str, column: str) -> str:
         "fills missing times by interpolation, or fix the data")
 
 
-def parse_freq(freq: str) -> pd.DateOffset:
-    """``freq`` as a pandas offset of a positive step; DataError otherwise.
-    Checked before any calendar is made: a step of 0 (--freq 0D) made pandas
-    divide by zero (a traceback from the command line)."""
+def parse_freq(freq: str, given: str = "--freq") -> pd.DateOffset:
+    """``freq`` as a pandas offset of a positive step; DataError otherwise,
+    naming where it was ``given`` (the option, or a file's setting). Checked
+    before any calendar is made: a step of 0 (--freq 0D) made pandas divide by
+    zero (a traceback from the command line). pandas' own message is left out:
+    it repeats itself three times in one line."""
     try:
         offset = pd.tseries.frequencies.to_offset(freq)
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"--freq {freq}: not a pandas frequency ({exc})") from None
+    except (ValueError, TypeError):
+        raise DataError(f"{given} {freq}: not a pandas frequency "
+                        "(such as W-SAT, MS, QS, YS, D, h)") from None
     if offset.n <= 0:
-        raise DataError(f"--freq {freq}: expected a positive step, but got {offset.n}")
+        raise DataError(f"{given} {freq}: expected a positive step, but got {offset.n}")
     return offset
 
 
@@ -133,7 +136,8 @@ def regularise(series: Series, freq: str) -> Series:
     try:
         grid = pd.date_range(series.times[0], series.times[-1], freq=offset)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise DataError(f"--freq {freq}: not a pandas frequency ({exc})") from None
+        raise DataError(f"--freq {freq}: no calendar from {series.times[0]} to "
+                        f"{series.times[-1]} ({exc})") from None
     if len(grid) == 0 or grid[0] != series.times[0]:
         raise DataError(f"{series.source}: column '{series.column}': the first time "
                         f"{series.times[0]} is not on the calendar of --freq {freq}")

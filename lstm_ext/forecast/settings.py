@@ -9,6 +9,8 @@ from typing import Optional, Union
 
 import numpy as np
 
+from .frequency import parse_freq
+
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32
 
@@ -191,6 +193,8 @@ def check_config(settings) -> TrainConfig:
         elif not (isinstance(value, str) or (value is None and name != "out")):
             raise ValueError(f"config '{name}': expected text{'' if name == 'out' else ' or None'}"
                              f", but got {brief(value)}")
+    if settings["freq"] is not None:
+        parse_freq(settings["freq"], "config 'freq'")
     if isinstance(settings["period"], int):
         settings = dict(settings, period=float(settings["period"]))
     return TrainConfig(**settings)

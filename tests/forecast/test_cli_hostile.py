@@ -9,7 +9,10 @@ import json
 import os
 import pickle
 import shutil
+import struct
 import warnings
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,6 +179,9 @@ def test_real_files_load_and_resume_is_bit_for_bit_under_another_spelling(
     ('{"window": 9, "horizon": 2}', ["window 9", "window 8"]),
     ('{"window": 8, "horizon": 3}', ["horizon 3", "horizon 2"]),
     ('{"window": 8, "horizon": 2, "column": 5}', ["'column'", "5"]),
+    # a stored frequency pandas does not know was reported as the option --freq
+    ('{"window": 8, "horizon": 2, "freq": "abc"}', ["model.json: 'freq' abc: not a pandas"]),
+    ('{"window": 8, "horizon": 2, "freq": "0D"}', ["'freq' 0D: expected a positive step"]),
 ])
 def test_bad_model_json(trained, tmp_path, lstm, text, parts):
     csv, run = trained
@@ -241,6 +247,7 @@ def set_adam(key, value):
     (set_config("num_layers", 2), ["weights do not fit", "num_layers 2"]),
     (set_config("horizon", 3), ["weights do not fit", "horizon 3"]),
     (set_config("extra", 1), ["unknown setting 'extra'"]),
+    (set_config("freq", "abc"), ["config 'freq' abc: not a pandas frequency"]),
     (set_scale(-1.0), ["'scale'", "from 1.17549e-38 to 3.40282e+38", "-1.0"]),
     (set_item("best_state", None), ["'best_state'"]),
     (set_item("history", "long"), ["'history'"]),
@@ -413,3 +420,47 @@ def test_changes_too_far_beyond_their_typical_size_are_refused(tmp_path, lstm):
     csv = write_csv(tmp_path / "jump.csv", values)
     assert_one_line(lstm(*train_args(csv, tmp_path / "run", "--epochs", "1")),
                     "jump.csv", "column 'v'", "float32")
+
+
+# Damaged files: torch.load and torch.jit.load do not check a zip's checksums ---------
+
+def damaged(source, how):
+    """Writes `source` (a zip archive written by torch) to a path, cut to half its
+    length or with one bit flipped in its largest tensor's bytes (stored, not
+    compressed)."""
+    def write(path):
+        data = bytearray(source.read_bytes())
+        if how == "cut":
+            data = data[:len(data) // 2]
+        else:
+            with zipfile.ZipFile(source) as archive:
+                entry = max((i for i in archive.infolist() if "/data/" in i.filename),
+                            key=lambda i: i.file_size)
+            name_len, extra_len = struct.unpack("<HH", data[entry.header_offset + 26:
+                                                            entry.header_offset + 30])
+            data[entry.header_offset + 30 + name_len + extra_len + 7] ^= 0x40
+        Path(path).write_bytes(bytes(data))
+    return write
+
+
+@pytest.mark.parametrize("how,parts", [
+    ("cut", ["a zip archive cut short or damaged", "was the copy interrupted?"]),
+    # loaded as a different weight before: exit status 0
+    ("flip", ["a damaged zip archive", "/data/", "Bad CRC-32"]),
+])
+@pytest.mark.parametrize("command", COMMANDS)
+def test_damaged_checkpoint(trained, tmp_path, lstm, command, how, parts):
+    args, path = place(trained, tmp_path, command, damaged(trained[1] / "checkpoint.pt", how))
+    assert_one_line(lstm(*args), path, "not a readable checkpoint", *parts)
+
+
+@pytest.mark.parametrize("how,parts", [
+    ("cut", ["a zip archive cut short or damaged"]),  # was miniz's five sentences
+    ("flip", ["Bad CRC-32"]),                         # was a forecast from another weight
+])
+def test_damaged_model_file(trained, tmp_path, lstm, how, parts):
+    csv, run = trained
+    damaged(run / "model.pt", how)(tmp_path / "model.pt")
+    shutil.copy(run / "model.json", tmp_path / "model.json")
+    assert_one_line(lstm("forecast", "--model", tmp_path / "model.pt", "--csv", csv),
+                    tmp_path / "model.pt", "not a readable model file", *parts)

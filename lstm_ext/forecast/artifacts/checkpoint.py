@@ -15,7 +15,7 @@ from ...nn import LSTMModel
 from ..forecaster import Forecaster, build_model
 from ..settings import (LIMITS, Limit, TrainConfig, brief, check_config, check_setting,
                         with_later_settings)
-from .files import first_line, save_atomic
+from .files import first_line, save_atomic, zip_damage
 
 # /2: the hybrid forecaster (its linear part, "linear") and prediction
 # intervals ("intervals"); settings inferred from the data in "config".
@@ -59,6 +59,9 @@ def load_checkpoint(path: str) -> dict:
     only) and checks it (``check_checkpoint``); ValueError names the file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint")
+    damage = zip_damage(path)  # torch.load reads a flipped bit in a tensor as data
+    if damage:
+        raise ValueError(f"{path}: not a readable checkpoint ({damage})")
     if _is_torchscript(path):
         raise ValueError(f"{path}: a TorchScript model, not a training checkpoint "
                          "(forecast from it with --model)")

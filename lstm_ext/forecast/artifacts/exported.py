@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from ..forecaster import Forecaster
-from ..frequency import time_label
+from ..frequency import parse_freq, time_label
 from ..series import Series, columns_of
 from ..settings import LIMITS, TrainConfig, brief, check_setting
 from .checkpoint import check_intervals, forecaster_from_checkpoint, load_checkpoint
-from .files import LAST_WINDOW_FILE, META_FILE, MODEL_FILE, first_line
+from .files import LAST_WINDOW_FILE, META_FILE, MODEL_FILE, first_line, zip_damage
 
 MODEL_FORMAT = "lstm_ext.forecaster/1"
 
@@ -136,6 +136,8 @@ def load_meta(path: str) -> dict:
         if not isinstance(meta.get(key), (str, type(None))):
             raise ValueError(f"{path}: '{key}': expected text or null, "
                              f"but got {brief(meta[key])}")
+    if meta.get("freq") is not None:
+        parse_freq(meta["freq"], f"{path}: 'freq'")
     for key in ("per_window", "bf16"):
         if not isinstance(meta.get(key, False), bool):
             raise ValueError(f"{path}: '{key}': expected true or false, "
@@ -153,6 +155,9 @@ def load_exported(path: str):
         raise FileNotFoundError(f"{path}: no such model file "
                                 "(train first: python -m lstm_ext train)")
     kind = _format_of(path)
+    damage = zip_damage(path)  # torch reads a flipped bit in a tensor as data
+    if damage:
+        raise ValueError(f"{path}: not a readable model file ({damage})")
     if kind == "pt2":
         module = _load_pt2(path)
     elif kind == "onnx":
