@@ -98,8 +98,11 @@ def _read_csv(csv: str, **options) -> pd.DataFrame:
 def _parse_times(raw: pd.Series, source: str, column: str) -> pd.DatetimeIndex:
     def refuse(rows):
         row = int(rows[0])
-        raise DataError(f"{source}: column '{column}', row {row + 2} (line {row + 2}): "
-                        f"'{_shown(raw.iloc[row])}' is not a date or time")
+        cell = raw.iloc[row]
+        # pandas reads '', NA, n/a, NULL, ... as NaN: saying 'nan' named no cell of the file
+        what = ("no time: the cell is empty or a missing-value mark (such as NA, n/a, NULL)"
+                if pd.isna(cell) else f"'{_shown(cell)}' is not a date or time")
+        raise DataError(f"{source}: column '{column}', row {row + 2} (line {row + 2}): {what}")
 
     text = raw.astype(str).str.strip().str.replace(r"\.0$", "", regex=True)
     # No date or time takes 64 characters; a cell of a million took dateutil

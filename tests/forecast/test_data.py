@@ -62,6 +62,10 @@ def test_without_time_column_single_numeric_column(tmp_path):
     ("t,v\n2020-01-01,1\n2020-01-02,2\n2020-01-03,3\n2020-01-04,4\n2020-01-05,5\n"
      "2020-01-06,6\n2020-01-07,7\n2020-01-08,8\n2020-01-09,9\nunknown,10\n", dict(column="v"),
      r"column 't', row 11 \(line 11\): 'unknown' is not a date"),
+    # a time cell pandas reads as missing (n/a, NA, empty) was shown as 'nan'
+    ("t,v\n2020-01-01,1\n2020-01-02,2\n2020-01-03,3\n2020-01-04,4\n2020-01-05,5\n"
+     "2020-01-06,6\n2020-01-07,7\n2020-01-08,8\n2020-01-09,9\nn/a,10\n", dict(column="v"),
+     r"column 't', row 11 \(line 11\): no time: the cell is empty or a missing-value mark"),
     # pandas' "Mixed timezones detected" named neither file nor column
     ("t,v\n2020-01-01T00:00:00+01:00,1\n2020-01-02T00:00:00+02:00,2\n", dict(column="v"),
      r"series.csv: column 't': times with different UTC offsets"),
