@@ -226,6 +226,14 @@ class Pt2Model:
         if not zipfile.is_zipfile(path):
             raise ExportError(f"{path}: not a .pt2 package (not a zip archive; a TorchScript "
                               "model.pt or an ONNX file is read by its own loader)")
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        # torch/csrc/export/pt2_archive_constants.h: <root>/archive_format and the
+        # models under <root>/data/aotinductor/<name>/. Without them torch's C++
+        # loader printed a two-line warning listing the archive before its error.
+        if not any(n.split("/", 1)[-1].startswith("data/aotinductor/model/") for n in names):
+            raise ExportError(f"{path}: not a .pt2 package (a zip archive without an AOTInductor "
+                              "model: no data/aotinductor/model/ in it)")
         self._programs = {}
         try:
             self._programs["model"] = _load_program(path, "model")
