@@ -17,6 +17,9 @@ Importable as ``helpers`` from any test (pytest puts tests/ on sys.path for
 tests/conftest.py) and from a subprocess with ``sys.path.insert(0, TESTS)``.
 """
 import os
+import struct
+import zipfile
+from pathlib import Path
 from typing import List, NamedTuple, Optional
 
 import pytest
@@ -295,3 +298,24 @@ def lstm_ext_ops_called(fn) -> List[str]:
     with Record():
         fn()
     return called
+
+
+def damaged(source, how):
+    """A writer of `source` (a zip archive written by torch: a checkpoint, a
+    TorchScript model, a .pt2 package) to a given path, cut to half its length
+    (how="cut") or with one bit flipped (how="flip") in its largest tensor's
+    bytes (entries under data/, stored uncompressed; torch loads them without
+    their checksums)."""
+    def write(path):
+        data = bytearray(source.read_bytes())
+        if how == "cut":
+            data = data[:len(data) // 2]
+        else:
+            with zipfile.ZipFile(source) as archive:
+                entry = max((i for i in archive.infolist() if i.compress_type == 0),
+                            key=lambda i: ("/data/" in i.filename, i.file_size))
+            name_len, extra_len = struct.unpack("<HH", data[entry.header_offset + 26:
+                                                            entry.header_offset + 30])
+            data[entry.header_offset + 30 + name_len + extra_len + 7] ^= 0x40
+        Path(path).write_bytes(bytes(data))
+    return write

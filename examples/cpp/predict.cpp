@@ -39,6 +39,8 @@
 #include <torch/csrc/jit/runtime/jit_exception.h>
 #include <torch/script.h>
 
+#include "zip_check.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cctype>
@@ -503,6 +505,9 @@ void check_model_file(const std::string& path) {
   if (!std::ifstream(path).good()) {
     throw UsageError("model file '" + path + "' does not exist or cannot be read");
   }
+  // libtorch reads a zip without its checksums (zip_check.h says why this is here).
+  const std::string damage = zip_check::zip_damage(path);
+  if (!damage.empty()) throw UsageError("cannot load model '" + path + "': " + damage);
 }
 
 bool ends_with(const std::string& text, const std::string& suffix) {

@@ -34,6 +34,7 @@ from torch.utils import _pytree as pytree
 from ._common import (DTYPE_NAMES, ExportError, batch_first_of, check_range, custom_ops,
                       dtype_of, eval_mode, export_sequence, input_size_of, min_steps_of,
                       sequence)
+from .archive import zip_damage
 
 PT2_FORMAT = "lstm_ext.pt2/1"
 PROGRAMS = ("model", "step_start", "step")
@@ -226,6 +227,9 @@ class Pt2Model:
         if not zipfile.is_zipfile(path):
             raise ExportError(f"{path}: not a .pt2 package (not a zip archive; a TorchScript "
                               "model.pt or an ONNX file is read by its own loader)")
+        damage = zip_damage(path)  # torch's loader extracts the compiled code unchecked
+        if damage:
+            raise ExportError(f"{path}: not a readable .pt2 package ({damage})")
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
         # torch/csrc/export/pt2_archive_constants.h: <root>/archive_format and the

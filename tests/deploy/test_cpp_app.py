@@ -7,6 +7,7 @@ repeat those.)"""
 import os
 import shutil
 import subprocess
+import zipfile
 from typing import Optional, Tuple
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 import lstm_ext
-from helpers import ROOT
+from helpers import ROOT, damaged
 from lstm_ext.forecast.forecaster import Forecaster
 
 BUILD = os.path.join(ROOT, "examples", "cpp", "build")
@@ -115,6 +116,34 @@ def test_app_errors(app, forecaster_file, tmp_path):
     assert text.returncode == 2 and "line 3" in text.stderr and "'abc' is not a number" in text.stderr
     empty = run(app, path, "-", stdin="")
     assert empty.returncode == 2 and "no rows" in empty.stderr
+
+
+@pytest.mark.parametrize("how, message", [
+    # libtorch reads a zip without its checksums: this ran with another weight, exit 0
+    ("flip", "/data/"),
+    ("cut", "a zip archive cut short or damaged"),   # was miniz's five sentences
+])
+def test_app_refuses_a_damaged_model_file(app, forecaster_file, tmp_path, how, message):
+    _, path = forecaster_file
+    damaged(path, how)(tmp_path / "model.pt")
+    error = one_line_error(run(app, tmp_path / "model.pt", "-", stdin="1\n2\n"))
+    assert message in error and "cannot load model" in error, error
+    if how == "flip":
+        assert "a damaged zip archive (entry '" in error and "': Bad CRC-32)" in error, error
+
+
+def test_app_checks_a_zip64_archive(app, tmp_path):
+    """65,536 entries make a zip64 archive (its end record in the zip64 form):
+    the one stored entry with a flipped bit is still found and named."""
+    path = tmp_path / "many.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for i in range(65536):
+            archive.writestr(f"many/e{i}", b"")
+        archive.writestr("many/data/0", bytes(range(256)) * 16)
+    damaged(path, "flip")(path)
+    assert b"PK\x06\x06" in path.read_bytes()[-200:]  # the zip64 end record
+    error = one_line_error(run(app, path, "-", stdin="1\n2\n"))
+    assert "entry 'many/data/0': Bad CRC-32" in error, error
 
 
 def test_app_reports_unregistered_ops(app, tmp_path):

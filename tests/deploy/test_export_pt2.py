@@ -14,13 +14,14 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import lstm_ext
-from helpers import ROOT
+from helpers import ROOT, damaged
 from lstm_ext.export import ExportError, export_pt2, load_pt2
 from lstm_ext.forecast import artifacts
 from lstm_ext.forecast.forecaster import Forecaster
@@ -100,6 +101,11 @@ def test_python_reader_refuses_bad_input(package, tmp_path, capfd):
                                           "without an AOTInductor model"):
         load_pt2(renamed)
     assert capfd.readouterr().err == ""  # torch's C++ loader listed the archive in a warning
+    flipped = tmp_path / "flipped.pt2"   # torch's loader extracts and runs it unchecked
+    damaged(Path(path), "flip")(flipped)
+    with pytest.raises(ExportError, match="flipped.pt2: not a readable .pt2 package .a damaged "
+                                          "zip archive .entry '.*': Bad CRC-32"):
+        load_pt2(flipped)
     text = tmp_path / "text.pt2"
     text.write_text("hello")
     with pytest.raises(ValueError, match="text.pt2: not a .pt2 package"):
@@ -202,6 +208,8 @@ def test_app_pt2_bad_input(app, package, tmp_path):
     text.write_text("not a model\n")
     cut = tmp_path / "cut.pt2"
     cut.write_bytes(open(pt2, "rb").read()[:4000])
+    flipped = tmp_path / "flipped.pt2"
+    damaged(Path(pt2), "flip")(flipped)
     package_as_pt = tmp_path / "package.pt"
     shutil.copy(pt2, package_as_pt)
     long_input = "\n".join(str(300 + v / 100) for v in range(high + 1))
@@ -212,7 +220,8 @@ def test_app_pt2_bad_input(app, package, tmp_path):
          "cannot load the op library"),
         ((renamed, "-"), window, "not an AOTInductor .pt2 package"),
         ((text, "-"), window, "not a .pt2 package (not a zip archive"),
-        ((cut, "-"), window, "cannot load model"),
+        ((cut, "-"), window, "a zip archive cut short or damaged"),
+        ((flipped, "-"), window, "a damaged zip archive (entry '"),
         ((package_as_pt, "-"), window, "an AOTInductor .pt2 package? give it a .pt2 name"),
         ((pt2, "-"), long_input,
          f"has {high + 1} rows, but '{pt2}' was exported for sequences of {low} to {high}"),

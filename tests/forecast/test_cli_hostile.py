@@ -9,15 +9,13 @@ import json
 import os
 import pickle
 import shutil
-import struct
 import warnings
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import damaged
 from lstm_ext.forecast import cli
 
 TINY = ["--window", "8", "--horizon", "2", "--season", "12", "--hidden-size", "4",
@@ -423,25 +421,6 @@ def test_changes_too_far_beyond_their_typical_size_are_refused(tmp_path, lstm):
 
 
 # Damaged files: torch.load and torch.jit.load do not check a zip's checksums ---------
-
-def damaged(source, how):
-    """Writes `source` (a zip archive written by torch) to a path, cut to half its
-    length or with one bit flipped in its largest tensor's bytes (stored, not
-    compressed)."""
-    def write(path):
-        data = bytearray(source.read_bytes())
-        if how == "cut":
-            data = data[:len(data) // 2]
-        else:
-            with zipfile.ZipFile(source) as archive:
-                entry = max((i for i in archive.infolist() if "/data/" in i.filename),
-                            key=lambda i: i.file_size)
-            name_len, extra_len = struct.unpack("<HH", data[entry.header_offset + 26:
-                                                            entry.header_offset + 30])
-            data[entry.header_offset + 30 + name_len + extra_len + 7] ^= 0x40
-        Path(path).write_bytes(bytes(data))
-    return write
-
 
 @pytest.mark.parametrize("how,parts", [
     ("cut", ["a zip archive cut short or damaged", "was the copy interrupted?"]),

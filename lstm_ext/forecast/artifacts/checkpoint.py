@@ -11,11 +11,12 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from ...export.archive import zip_damage
 from ...nn import LSTMModel
 from ..forecaster import Forecaster, build_model
 from ..settings import (LIMITS, Limit, TrainConfig, brief, check_config, check_setting,
                         with_later_settings)
-from .files import first_line, save_atomic, zip_damage
+from .files import first_line, save_atomic
 
 # /2: the hybrid forecaster (its linear part, "linear") and prediction
 # intervals ("intervals"); settings inferred from the data in "config".

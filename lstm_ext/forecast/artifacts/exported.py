@@ -14,12 +14,13 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
+from ...export.archive import zip_damage
 from ..forecaster import Forecaster
 from ..frequency import parse_freq, time_label
 from ..series import Series, columns_of
 from ..settings import LIMITS, TrainConfig, brief, check_setting
 from .checkpoint import check_intervals, forecaster_from_checkpoint, load_checkpoint
-from .files import LAST_WINDOW_FILE, META_FILE, MODEL_FILE, first_line, zip_damage
+from .files import LAST_WINDOW_FILE, META_FILE, MODEL_FILE, first_line
 
 MODEL_FORMAT = "lstm_ext.forecaster/1"
 
