@@ -47,6 +47,14 @@ inline uint64_t le(const unsigned char* p, int bytes) {
   return v;
 }
 
+// An entry's name as a message shows it: printable ASCII, at most 80 characters
+// (a damaged name can hold any byte, a newline too).
+inline std::string shown(const std::string& name) {
+  std::string out;
+  for (unsigned char ch : name.substr(0, 80)) out += (ch >= 0x20 && ch < 0x7F) ? char(ch) : '?';
+  return name.size() > 80 ? out + "... (" + std::to_string(name.size()) + " bytes)" : out;
+}
+
 inline std::string zip_damage(const std::string& path) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) return "";
@@ -98,6 +106,7 @@ inline std::string zip_damage(const std::string& path) {
     for (uint64_t x = 0; x + 4 <= extra_len;) {
       const unsigned char* field = c + 46 + name_len + x;
       const uint64_t id = le(field, 2), len = le(field + 2, 2);
+      if (x + 4 + len > extra_len) return cut;  // a field longer than the extra area
       if (id == 1) {
         uint64_t at = 4;
         for (uint64_t* v : {&uncomp, &comp, &offset}) {
@@ -112,7 +121,9 @@ inline std::string zip_damage(const std::string& path) {
     const uint64_t data = offset + 30 + le(local + 26, 2) + le(local + 28, 2);
     if (data > size || comp > size - data) return cut;
     if (method == 0) {
-      if (comp != uncomp) return "a damaged zip archive (entry '" + name + "': sizes disagree)";
+      if (comp != uncomp) {
+        return "a damaged zip archive (entry '" + shown(name) + "': sizes disagree)";
+      }
       uint32_t got = 0;
       for (uint64_t done = 0; done < comp;) {
         const uint64_t n = std::min<uint64_t>(buffer.size(), comp - done);
@@ -120,7 +131,7 @@ inline std::string zip_damage(const std::string& path) {
         got = crc32_update(got, buffer.data(), n);
         done += n;
       }
-      if (got != crc) return "a damaged zip archive (entry '" + name + "': Bad CRC-32)";
+      if (got != crc) return "a damaged zip archive (entry '" + shown(name) + "': Bad CRC-32)";
     }
     pos += 46 + name_len + extra_len + comment;
   }
