@@ -19,7 +19,7 @@ def zip_damage(path: str) -> Optional[str]:
     says "[Errno 22] Invalid argument" or "failed finding central directory.
     This is an internal miniz error...", which does not tell a user what
     happened. Reading the file once more costs about half a millisecond per MB
-    (100 MB: 42-49 ms, torch.load 81-85 ms). The C++ application makes the same
+    (100 MB: 49-63 ms, torch.load 86-91 ms, three runs beside another job). The C++ application makes the same
     check (examples/cpp/zip_check.h)."""
     try:
         with open(path, "rb") as f:
