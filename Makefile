@@ -3,7 +3,7 @@
 #   make run       the main job: train, evaluate, plot and export on the embedded
 #                  default data (Mauna Loa weekly CO2); results in runs/co2/
 #   make test      the test suite
-#   make test-slow the tests it skips for time (a real build, torchrun training)
+#   make test-slow the tests it skips for time (real builds, torchrun training)
 #   make deploy    train (unless runs/co2/model.pt exists), export the .pt2
 #                  package, build the C++ application, and run it on both
 #                  formats next to Python on the same input
@@ -77,7 +77,7 @@ test: install
 	$(PY) -m pytest -q
 
 # The tests marked slow (a real build of the op library, training under
-# torchrun), which the default suite skips to stay under 15 minutes; CI runs them.
+# torchrun, a CMake project against the installed package), which the default suite skips to stay under 15 minutes; CI runs them.
 test-slow: install
 	LSTM_EXT_SLOW=1 $(PY) -m pytest -q -m slow
 
