@@ -9,8 +9,6 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .frequency import parse_freq
-
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # the smallest normal float32
 
@@ -194,6 +192,9 @@ def check_config(settings) -> TrainConfig:
             raise ValueError(f"config '{name}': expected text{'' if name == 'out' else ' or None'}"
                              f", but got {brief(value)}")
     if settings["freq"] is not None:
+        # Imported here: frequency needs pandas, and this module is imported with the
+        # Forecaster by the op tests, whose environments (make test-torch) lack it.
+        from .frequency import parse_freq
         parse_freq(settings["freq"], "config 'freq'")
     if isinstance(settings["period"], int):
         settings = dict(settings, period=float(settings["period"]))
