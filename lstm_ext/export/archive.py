@@ -6,7 +6,8 @@ import zlib
 from typing import Optional
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an error's message, for a one-line report."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
 
@@ -19,8 +20,8 @@ def zip_damage(path: str) -> Optional[str]:
     says "[Errno 22] Invalid argument" or "failed finding central directory.
     This is an internal miniz error...", which does not tell a user what
     happened. Reading the file once more costs about half a millisecond per MB
-    (100 MB: 49-63 ms, torch.load 86-91 ms, three runs beside another job). The C++ application makes the same
-    check (examples/cpp/zip_check.h)."""
+    (100 MB: 49-63 ms, torch.load 86-91 ms, three runs beside another job).
+    The C++ application makes the same check (examples/cpp/zip_check.h)."""
     try:
         with open(path, "rb") as f:
             if f.read(4) != b"PK\x03\x04":
@@ -32,7 +33,7 @@ def zip_damage(path: str) -> Optional[str]:
                         while member.read(1 << 20):
                             pass
                 except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-                    why = "Bad CRC-32" if isinstance(exc, zipfile.BadZipFile) else _first_line(exc)
+                    why = "Bad CRC-32" if isinstance(exc, zipfile.BadZipFile) else first_line(exc)
                     return f"a damaged zip archive (entry {entry.filename!r}: {why})"
     except zipfile.BadZipFile:
         return (f"a zip archive cut short or damaged ({os.path.getsize(path)} bytes, no "

@@ -156,14 +156,14 @@ def load_exported(path: str):
         raise FileNotFoundError(f"{path}: no such model file "
                                 "(train first: python -m lstm_ext train)")
     kind = _format_of(path)
-    damage = zip_damage(path)  # torch reads a flipped bit in a tensor as data
-    if damage:
-        raise ValueError(f"{path}: not a readable model file ({damage})")
     if kind == "pt2":
-        module = _load_pt2(path)
+        module = _load_pt2(path)  # load_pt2 checks the archive's checksums itself
     elif kind == "onnx":
         module = _OnnxForecaster(path)
     else:
+        damage = zip_damage(path)  # torch reads a flipped bit in a tensor as data
+        if damage:
+            raise ValueError(f"{path}: not a readable model file ({damage})")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -4,6 +4,8 @@ import os
 
 import torch
 
+from ...export.archive import first_line  # noqa: F401  (the one home; artifacts use it from here)
+
 CHECKPOINT = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 META_FILE = "model.json"
@@ -29,9 +31,3 @@ def make_out_dir(path: str) -> None:
         raise ValueError(f"--out {path}: cannot create the folder ({exc.strerror})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"--out {path}: the folder is not writable")
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an error's message, for a one-line report."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
