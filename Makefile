@@ -76,8 +76,10 @@ deploy: cpp
 test: install
 	$(PY) -m pytest -q
 
-# The tests marked slow (a real build of the op library, training under
-# torchrun, a CMake project against the installed package), which the default suite skips to stay under 15 minutes; CI runs them.
+# The tests marked slow (a real build of the op library, the C++ application's
+# op library compiled by CMake as make cpp does, training under torchrun, a
+# CMake project against the installed package), which the default suite skips
+# to stay under 15 minutes; CI runs them.
 test-slow: install
 	LSTM_EXT_SLOW=1 $(PY) -m pytest -q -m slow
 

@@ -39,7 +39,7 @@
 #include <torch/csrc/jit/runtime/jit_exception.h>
 #include <torch/script.h>
 
-#include "zip_check.h"
+#include "lstm_ext/model_file.h"
 
 #include <algorithm>
 #include <atomic>
@@ -505,8 +505,8 @@ void check_model_file(const std::string& path) {
   if (!std::ifstream(path).good()) {
     throw UsageError("model file '" + path + "' does not exist or cannot be read");
   }
-  // libtorch reads a zip without its checksums (zip_check.h says why this is here).
-  const std::string damage = zip_check::zip_damage(path);
+  // libtorch reads a zip without its checksums (lstm_ext/model_file.h).
+  const std::string damage = lstm_ext::model_file_damage(path);
   if (!damage.empty()) throw UsageError("cannot load model '" + path + "': " + damage);
 }
 

@@ -21,7 +21,7 @@ def zip_damage(path: str) -> Optional[str]:
     This is an internal miniz error...", which does not tell a user what
     happened. Reading the file once more costs about half a millisecond per MB
     (100 MB: 49-63 ms, torch.load 86-91 ms, three runs beside another job).
-    The C++ application makes the same check (examples/cpp/zip_check.h)."""
+    C++ programs make the same check (lstm_ext/include/lstm_ext/model_file.h)."""
     try:
         with open(path, "rb") as f:
             if f.read(4) != b"PK\x03\x04":

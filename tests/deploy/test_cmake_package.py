@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import zipfile
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import torch
 
 import lstm_ext
 import lstm_ext.export
-from helpers import ROOT
+from helpers import ROOT, damaged
 
 PACKAGE = os.path.dirname(os.path.abspath(lstm_ext.__file__))
 BUILD = os.path.join(ROOT, "examples", "cpp", "build", "consumer")
@@ -30,6 +31,8 @@ def test_package_carries_header_and_cmake_config():
     assert os.path.isfile(config) and os.path.isfile(version)
     with open(version) as f:
         assert f'set(PACKAGE_VERSION "{lstm_ext.__version__}")' in f.read()
+    for name in ("model_file.h", "zip_check.h"):
+        assert os.path.isfile(os.path.join(PACKAGE, "include", "lstm_ext", name)), name
     header = os.path.join(PACKAGE, "include", "lstm_ext", "lstm_ext.h")
     with open(header) as f:
         assert f'#define LSTM_EXT_VERSION "{lstm_ext.__version__}"' in f.read()
@@ -46,6 +49,14 @@ def test_op_library_has_no_debug_info():
                               capture_output=True, text=True, check=True).stdout
     assert ".debug_info" not in sections, "a release build strips debug info (setup.py)"
     assert os.path.getsize(lstm_ext.library_path()) < 5 * 2 ** 20
+
+
+def test_op_library_links_no_python():
+    """A C++ program loads the very library Python does (_C.abi3.so)."""
+    deps = subprocess.run(["ldd", lstm_ext.library_path()], capture_output=True, text=True,
+                          check=True).stdout
+    assert "libtorch_cpu" in deps, deps
+    assert "libpython" not in deps and "torch_python" not in deps, deps
 
 
 def values(n, scale):
@@ -66,7 +77,7 @@ def expected_sums():
 # clone (CI's 15-minute aim): marked slow, run by make test-slow and CI.
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
-def test_cmake_project_builds_against_the_installed_package():
+def test_cmake_project_builds_against_the_installed_package(tmp_path):
     if not os.path.exists(os.path.join(BUILD, "CMakeCache.txt")):
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
         prefix = f"{torch.utils.cmake_prefix_path};{lstm_ext.export.cmake_prefix_path}"
@@ -90,3 +101,12 @@ def test_cmake_project_builds_against_the_installed_package():
     missing = subprocess.run([app, os.path.join(BUILD, "missing.pt2")], capture_output=True,
                              text=True, timeout=60)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    # lstm_ext/model_file.h, the package's check before a model loads.
+    flipped = tmp_path / "flipped.pt2"
+    with zipfile.ZipFile(flipped, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("model/data/0", bytes(range(256)) * 4)
+    damaged(flipped, "flip")(flipped)
+    done = subprocess.run([app, flipped], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.strip() == (f"lstm_ext_consumer: cannot load '{flipped}': a damaged zip "
+                                   "archive (entry 'model/data/0': Bad CRC-32)"), done.stderr

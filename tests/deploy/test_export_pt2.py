@@ -21,13 +21,11 @@ import pytest
 import torch
 
 import lstm_ext
-from helpers import ROOT, damaged
+from helpers import build_cpp_app, damaged
 from lstm_ext.export import ExportError, export_pt2, load_pt2
 from lstm_ext.forecast import artifacts
 from lstm_ext.forecast.forecaster import Forecaster
 
-BUILD = os.path.join(ROOT, "examples", "cpp", "build")
-APP = os.path.join(BUILD, "lstm_ext_predict")
 WINDOW, HORIZON, MAX_STEPS = 12, 3, 1000
 TOL = 1e-5
 
@@ -129,20 +127,9 @@ def test_model_json_must_agree(package, tmp_path):
 
 @pytest.fixture(scope="module")
 def app():
-    """The application of test_cpp_app.py, configured once and rebuilt
-    incrementally (a cached build is reused)."""
-    if shutil.which("cmake") is None:
-        pytest.skip("cmake is not installed")
-    if not os.path.exists(os.path.join(BUILD, "CMakeCache.txt")):
-        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        subprocess.run(["cmake", "-S", os.path.join(ROOT, "examples", "cpp"), "-B", BUILD,
-                        *generator, "-DCMAKE_BUILD_TYPE=Release",
-                        f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"],
-                       check=True, capture_output=True, timeout=300)
-    done = subprocess.run(["cmake", "--build", BUILD, "-j2"], capture_output=True, text=True,
-                          timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return APP
+    """The application of test_cpp_app.py (helpers.build_cpp_app, a cached build
+    reused)."""
+    return build_cpp_app()
 
 
 def run(app, *args, stdin=None):

@@ -436,6 +436,8 @@ def test_damaged_checkpoint(trained, tmp_path, lstm, command, how, parts):
 @pytest.mark.parametrize("how,parts", [
     ("cut", ["a zip archive cut short or damaged"]),  # was miniz's five sentences
     ("flip", ["Bad CRC-32"]),                         # was a forecast from another weight
+    ("code", ["/code/", "Bad CRC-32"]),               # TorchScript's code, deflated
+    ("deflate", ["/code/", "invalid block type"]),
 ])
 def test_damaged_model_file(trained, tmp_path, lstm, how, parts):
     csv, run = trained

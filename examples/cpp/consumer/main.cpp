@@ -6,10 +6,12 @@
 //   lstm_ext_consumer             prints output, h_n, c_n sums of one layer call
 //   lstm_ext_consumer MODEL.pt2   also prints the package's forward on ones
 #include <lstm_ext/lstm_ext.h>
+#include <lstm_ext/model_file.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <stdexcept>
 #include <string>
 
 int main(int argc, char** argv) {
@@ -31,6 +33,11 @@ int main(int argc, char** argv) {
     std::printf("lstm_ext %s layer: %.9g,%.9g,%.9g\n", LSTM_EXT_VERSION,
                 out.sum().item<double>(), hy.sum().item<double>(), cy.sum().item<double>());
     if (argc > 1) {
+      // libtorch loads a zip archive without its checksums: checked first.
+      const std::string damage = lstm_ext::model_file_damage(argv[1]);
+      if (!damage.empty()) {
+        throw std::runtime_error("cannot load '" + std::string(argv[1]) + "': " + damage);
+      }
       torch::inductor::AOTIModelPackageLoader loader(argv[1]);
       const auto meta = loader.get_metadata();
       const int64_t width = std::stoll(meta.at("lstm_ext.input_size"));

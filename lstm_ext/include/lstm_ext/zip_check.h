@@ -1,4 +1,4 @@
-// zip_damage(path): why a model file that is a zip archive (TorchScript .pt,
+// lstm_ext::zip_check::zip_damage(path): why a model file that is a zip archive (TorchScript .pt,
 // AOTInductor .pt2) must not be loaded, or "" if nothing is wrong with it as an
 // archive (or it is no zip archive: the loaders say what it is then).
 //
@@ -7,24 +7,29 @@
 // bytes on disk or in a copy loads as another weight and the service forecasts
 // from it, silently; and a file cut short gives miniz's "failed finding central
 // directory", which does not say what happened. Python's side makes the same
-// check (lstm_ext/forecast/artifacts/files.py, zip_damage, with zipfile).
+// check (lstm_ext/export/archive.py, zip_damage, with zipfile).
 //
 // What is checked: the end-of-central-directory record (and its zip64 form),
 // every central directory entry and its local header lying within the file,
-// and the CRC-32 of every stored (uncompressed) entry: torch writes tensors,
-// pickles and constants stored. Deflated entries (TorchScript's code) are not
-// inflated here; damage there fails to inflate or to parse when torch loads
-// them. Cost: one read of the file (a 100 MB model reads in tens of ms).
+// and the CRC-32 of every entry: torch writes tensors, pickles and constants
+// stored (checked as read), TorchScript's code deflated. This header has no
+// dependency and no inflater: a deflated entry is checked through `inflate`,
+// the caller's reader of an entry's bytes (lstm_ext/model_file.h passes
+// libtorch's own, caffe2::serialize::PyTorchStreamReader); without one,
+// deflated entries are left to the loader. Cost: one read of the file (a 100 MB model reads in
+// tens of ms) and the inflation of the code entries (kilobytes).
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
-namespace zip_check {
+namespace lstm_ext::zip_check {
 
 inline uint32_t crc32_update(uint32_t crc, const unsigned char* data, size_t n) {
   static const std::array<uint32_t, 256> table = [] {
@@ -55,7 +60,14 @@ inline std::string shown(const std::string& name) {
   return name.size() > 80 ? out + "... (" + std::to_string(name.size()) + " bytes)" : out;
 }
 
-inline std::string zip_damage(const std::string& path) {
+// inflate(name, header_offset): the bytes of the entry whose local header is at
+// that offset, inflated; an exception if they do not inflate; nullopt if the
+// caller's reader does not read that entry (or this archive) at all, and then
+// it is left unchecked: the loader, reading the same way, does not use it.
+using Inflate = std::function<std::optional<std::string>(const std::string& name,
+                                                         uint64_t header_offset)>;
+
+inline std::string zip_damage(const std::string& path, const Inflate& inflate = nullptr) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) return "";
   const uint64_t size = static_cast<uint64_t>(f.tellg());
@@ -132,10 +144,24 @@ inline std::string zip_damage(const std::string& path) {
         done += n;
       }
       if (got != crc) return "a damaged zip archive (entry '" + shown(name) + "': Bad CRC-32)";
+    } else if (inflate) {
+      std::optional<std::string> bytes;
+      try {
+        bytes = inflate(name, offset);
+      } catch (const std::exception&) {
+        return "a damaged zip archive (entry '" + shown(name) + "': does not inflate)";
+      }
+      if (bytes && bytes->size() != uncomp) {
+        return "a damaged zip archive (entry '" + shown(name) + "': sizes disagree)";
+      }
+      const auto* p = bytes ? reinterpret_cast<const unsigned char*>(bytes->data()) : nullptr;
+      if (bytes && crc32_update(0, p, bytes->size()) != crc) {
+        return "a damaged zip archive (entry '" + shown(name) + "': Bad CRC-32)";
+      }
     }
     pos += 46 + name_len + extra_len + comment;
   }
   return "";
 }
 
-}  // namespace zip_check
+}  // namespace lstm_ext::zip_check

@@ -1,0 +1,38 @@
+"""examples/cpp as ``make cpp`` builds it: the op library compiled by CMake from
+csrc/ (the sources setup.py compiles, listed in csrc/sources.txt) into a
+library without Python, and the application running a model on it. The
+default suite's application uses the package's library instead
+(helpers.build_cpp_app): this compile of csrc/ is the slow part, so the test
+runs with make test-slow and in CI."""
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+import lstm_ext
+from helpers import ROOT, build_cpp_app
+
+BUILD = os.path.join(ROOT, "examples", "cpp", "build")
+
+
+@pytest.mark.slow
+def test_cmake_compiles_the_op_library_without_python_and_the_app_runs_on_it(tmp_path):
+    app = build_cpp_app(BUILD, package_library=False)
+    library = os.path.join(BUILD, "liblstm_ext_ops.so")
+    assert not os.path.islink(library)
+    deps = subprocess.run(["ldd", library], capture_output=True, text=True, check=True).stdout
+    assert "libtorch_cpu" in deps, deps
+    assert "libpython" not in deps and "torch_python" not in deps, deps
+    torch.manual_seed(0)
+    model = lstm_ext.LSTMModel(3, 6, 2, num_layers=2).eval()
+    path = tmp_path / "m.pt"
+    torch.jit.script(model).save(str(path))
+    x = torch.randn(1, 7, 3)
+    rows = "\n".join(",".join(f"{v:.9g}" for v in row) for row in x[0].tolist())
+    done = subprocess.run([app, str(path), "-", "--op-library", library], input=rows,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    got = np.array([[float(v) for v in line.split(",")] for line in done.stdout.split()])
+    np.testing.assert_allclose(got, model(x).detach().numpy(), atol=1e-5)
