@@ -50,7 +50,7 @@ tutorial: install
 	$(PY) examples/seed_tutorial.py
 
 cpp: install
-	cmake -S examples/cpp -B $(CPP_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	cmake -S examples/cpp -B $(CPP_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DLSTM_EXT_OPS_LIBRARY= \
 		-DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 	cmake --build $(CPP_BUILD) -j2
 

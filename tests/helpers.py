@@ -318,14 +318,15 @@ def damaged(source, how):
             with zipfile.ZipFile(source) as archive:
                 entry = max((i for i in archive.infolist() if i.compress_type != 0),
                             key=lambda i: i.file_size)
-                at = archive.start_dir  # its central directory record, found by offset
-                while struct.unpack("<I", data[at + 42:at + 46])[0] != entry.header_offset:
-                    at += 46 + sum(struct.unpack("<HHH", data[at + 28:at + 34]))
             if how == "deflate":
                 name_len, extra_len = struct.unpack("<HH", data[entry.header_offset + 26:
                                                                 entry.header_offset + 30])
                 data[entry.header_offset + 30 + name_len + extra_len] = 0xFF
             else:
+                at = archive.start_dir  # the entry's central directory record, by offset
+                while struct.unpack("<I", data[at + 42:at + 46])[0] != entry.header_offset:
+                    at += 46 + sum(struct.unpack("<HHH", data[at + 28:at + 34]))
+                    assert at + 46 <= len(data), "no central directory record for the entry"
                 for crc_at in (entry.header_offset + 14, at + 16):
                     data[crc_at] ^= 0x01
         else:
@@ -345,7 +346,7 @@ CPP_APP_BUILD = os.path.join(ROOT, "examples", "cpp", "build", "with-package-lib
 
 
 def build_cpp_app(build: str = CPP_APP_BUILD, package_library: bool = True) -> str:
-    """Builds examples/cpp with CMake into ``build`` (configured once, then
+    """Builds examples/cpp with CMake into ``build`` (configured each time,
     rebuilt incrementally, so a cached build is reused) and returns the path of
     its application, lstm_ext_predict; skips where cmake is missing.
 
@@ -361,15 +362,18 @@ def build_cpp_app(build: str = CPP_APP_BUILD, package_library: bool = True) -> s
 
     if shutil.which("cmake") is None:
         pytest.skip("cmake is not installed")
-    if not os.path.exists(os.path.join(build, "CMakeCache.txt")):
-        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        library = lstm_ext.library_path() if package_library else ""
-        done = subprocess.run(["cmake", "-S", os.path.join(ROOT, "examples", "cpp"), "-B", build,
-                               *generator, "-DCMAKE_BUILD_TYPE=Release",
-                               f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
-                               f"-DLSTM_EXT_OPS_LIBRARY={library}"],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
+    # Configured on every call (seconds): the cached LSTM_EXT_OPS_LIBRARY is
+    # replaced by this process's library, or emptied, never left from before.
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    if os.path.exists(os.path.join(build, "CMakeCache.txt")):
+        generator = []  # the cached generator stands
+    library = lstm_ext.library_path() if package_library else ""
+    done = subprocess.run(["cmake", "-S", os.path.join(ROOT, "examples", "cpp"), "-B", build,
+                           *generator, "-DCMAKE_BUILD_TYPE=Release",
+                           f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+                           f"-DLSTM_EXT_OPS_LIBRARY={library}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
     done = subprocess.run(["cmake", "--build", build, "-j2"], capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr

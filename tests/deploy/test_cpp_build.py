@@ -21,7 +21,10 @@ BUILD = os.path.join(ROOT, "examples", "cpp", "build")
 def test_cmake_compiles_the_op_library_without_python_and_the_app_runs_on_it(tmp_path):
     app = build_cpp_app(BUILD, package_library=False)
     library = os.path.join(BUILD, "liblstm_ext_ops.so")
-    assert not os.path.islink(library)
+    with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
+        assert "LSTM_EXT_OPS_LIBRARY:FILEPATH=\n" in f.read(), "compiled here, not copied"
+    with open(library, "rb") as built, open(lstm_ext.library_path(), "rb") as package:
+        assert built.read() != package.read()
     deps = subprocess.run(["ldd", library], capture_output=True, text=True, check=True).stdout
     assert "libtorch_cpu" in deps, deps
     assert "libpython" not in deps and "torch_python" not in deps, deps

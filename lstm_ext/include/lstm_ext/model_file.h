@@ -11,7 +11,10 @@
 //
 // Stored entries (tensors, pickles, compiled code) are checked as read;
 // deflated ones (TorchScript's code) are inflated by libtorch's own zip reader,
-// opened only if the archive holds one. lstm_ext_predict (examples/cpp) and
+// opened only if the archive holds one. A deflated entry that reader does not
+// reach (outside the archive's top folder, or in an archive it cannot open) is
+// left unchecked: torch::jit::load does not read it either. torch writes a .pt2
+// package's entries stored, so each of them is checked. lstm_ext_predict (examples/cpp) and
 // the find_package example (examples/cpp/consumer) call it; Python makes the
 // same check (lstm_ext/export/archive.py).
 #pragma once
@@ -24,7 +27,7 @@
 #include <optional>
 #include <string>
 
-#include "lstm_ext/zip_check.h"
+#include <lstm_ext/zip_check.h>
 
 namespace lstm_ext {
 
@@ -48,8 +51,12 @@ inline std::string model_file_damage(const std::string& path) {
     if (!reader->hasRecord(record) || reader->getRecordHeaderOffset(record) != header_offset) {
       return std::nullopt;
     }
-    auto [data, size] = reader->getRecord(record);
-    return std::string(static_cast<const char*>(data.get()), size);
+    // Into a buffer of the recorded size, zeroed: where the stream does not
+    // inflate, libtorch's miniz may return without an error and leave it
+    // partly unwritten, and the checksum then fails on defined bytes.
+    std::string bytes(reader->getRecordSize(record), '\0');
+    reader->getRecord(record, bytes.data(), bytes.size());
+    return bytes;
   };
   return zip_check::zip_damage(path, inflate);
 }

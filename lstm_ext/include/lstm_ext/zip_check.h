@@ -20,9 +20,11 @@
 // tens of ms) and the inflation of the code entries (kilobytes).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -62,8 +64,8 @@ inline std::string shown(const std::string& name) {
 
 // inflate(name, header_offset): the bytes of the entry whose local header is at
 // that offset, inflated; an exception if they do not inflate; nullopt if the
-// caller's reader does not read that entry (or this archive) at all, and then
-// it is left unchecked: the loader, reading the same way, does not use it.
+// caller's reader does not reach that entry (or this archive), and then it is
+// left unchecked (model_file.h says when that is).
 using Inflate = std::function<std::optional<std::string>(const std::string& name,
                                                          uint64_t header_offset)>;
 
@@ -145,6 +147,11 @@ inline std::string zip_damage(const std::string& path, const Inflate& inflate = 
       }
       if (got != crc) return "a damaged zip archive (entry '" + shown(name) + "': Bad CRC-32)";
     } else if (inflate) {
+      // Deflate shrinks at most 1032:1: a larger recorded size is damage, not
+      // an allocation to make.
+      if (uncomp > comp * 1032 + 64) {
+        return "a damaged zip archive (entry '" + shown(name) + "': sizes disagree)";
+      }
       std::optional<std::string> bytes;
       try {
         bytes = inflate(name, offset);
