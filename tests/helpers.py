@@ -314,28 +314,29 @@ def damaged(source, how):
         data = bytearray(source.read_bytes())
         if how == "cut":
             data = data[:len(data) // 2]
-        elif how in ("code", "deflate"):
-            with zipfile.ZipFile(source) as archive:
-                entry = max((i for i in archive.infolist() if i.compress_type != 0),
-                            key=lambda i: i.file_size)
-            if how == "deflate":
-                name_len, extra_len = struct.unpack("<HH", data[entry.header_offset + 26:
-                                                                entry.header_offset + 30])
-                data[entry.header_offset + 30 + name_len + extra_len] = 0xFF
-            else:
-                at = archive.start_dir  # the entry's central directory record, by offset
-                while struct.unpack("<I", data[at + 42:at + 46])[0] != entry.header_offset:
-                    at += 46 + sum(struct.unpack("<HHH", data[at + 28:at + 34]))
-                    assert at + 46 <= len(data), "no central directory record for the entry"
-                for crc_at in (entry.header_offset + 14, at + 16):
-                    data[crc_at] ^= 0x01
         else:
             with zipfile.ZipFile(source) as archive:
-                entry = max((i for i in archive.infolist() if i.compress_type == 0),
-                            key=lambda i: ("/data/" in i.filename, i.file_size))
+                if how == "flip":  # the largest stored entry, a tensor's bytes first
+                    entry = max((i for i in archive.infolist() if i.compress_type == 0),
+                                key=lambda i: ("/data/" in i.filename, i.file_size))
+                else:
+                    entry = max((i for i in archive.infolist() if i.compress_type != 0),
+                                key=lambda i: i.file_size)
+                central = archive.start_dir
             name_len, extra_len = struct.unpack("<HH", data[entry.header_offset + 26:
                                                             entry.header_offset + 30])
-            data[entry.header_offset + 30 + name_len + extra_len + 7] ^= 0x40
+            start = entry.header_offset + 30 + name_len + extra_len  # the entry's bytes
+            if how == "flip":
+                data[start + 7] ^= 0x40
+            elif how == "deflate":
+                data[start] = 0xFF
+            else:  # "code": its CRC-32 in the local header and the central directory
+                while struct.unpack("<I", data[central + 42:central + 46])[0] != \
+                        entry.header_offset:
+                    central += 46 + sum(struct.unpack("<HHH", data[central + 28:central + 34]))
+                    assert central + 46 <= len(data), "no central directory record for the entry"
+                for crc_at in (entry.header_offset + 14, central + 16):
+                    data[crc_at] ^= 0x01
         Path(path).write_bytes(bytes(data))
     return write
 
@@ -345,36 +346,65 @@ def damaged(source, how):
 CPP_APP_BUILD = os.path.join(ROOT, "examples", "cpp", "build", "with-package-library")
 
 
+def cmake_build(source: str, build: str, *options: str) -> str:
+    """Configures the CMake project `source` into `build` with `options` on
+    every call (seconds: a cached option such as LSTM_EXT_OPS_LIBRARY is never
+    left from before; a cached build's generator stands), then builds it
+    incrementally; returns the configure step's output. Skips where cmake is
+    missing."""
+    import shutil
+    import subprocess
+
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not installed")
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    if os.path.exists(os.path.join(build, "CMakeCache.txt")):
+        generator = []
+    configured = subprocess.run(["cmake", "-S", source, "-B", build, *generator, *options],
+                                capture_output=True, text=True, timeout=300)
+    assert configured.returncode == 0, configured.stdout + configured.stderr
+    done = subprocess.run(["cmake", "--build", build, "-j2"], capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return configured.stdout
+
+
 def build_cpp_app(build: str = CPP_APP_BUILD, package_library: bool = True) -> str:
-    """Builds examples/cpp with CMake into ``build`` (configured each time,
-    rebuilt incrementally, so a cached build is reused) and returns the path of
-    its application, lstm_ext_predict; skips where cmake is missing.
+    """Builds examples/cpp into ``build`` (cmake_build) and returns the path of
+    its application, lstm_ext_predict.
 
     package_library: next to the application goes a copy of the op library this
     package loaded (lstm_ext.library_path()), and only predict.cpp compiles;
     False compiles csrc/ with CMake as make cpp does (a slow test): in a fresh
     clone that second compile of the op library took 91 s of the default suite
     (7:15 in all, --durations)."""
-    import shutil
-    import subprocess
-
     import lstm_ext
 
-    if shutil.which("cmake") is None:
-        pytest.skip("cmake is not installed")
-    # Configured on every call (seconds): the cached LSTM_EXT_OPS_LIBRARY is
-    # replaced by this process's library, or emptied, never left from before.
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    if os.path.exists(os.path.join(build, "CMakeCache.txt")):
-        generator = []  # the cached generator stands
     library = lstm_ext.library_path() if package_library else ""
-    done = subprocess.run(["cmake", "-S", os.path.join(ROOT, "examples", "cpp"), "-B", build,
-                           *generator, "-DCMAKE_BUILD_TYPE=Release",
-                           f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
-                           f"-DLSTM_EXT_OPS_LIBRARY={library}"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    done = subprocess.run(["cmake", "--build", build, "-j2"], capture_output=True, text=True,
-                          timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
+    cmake_build(os.path.join(ROOT, "examples", "cpp"), build, "-DCMAKE_BUILD_TYPE=Release",
+                f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+                f"-DLSTM_EXT_OPS_LIBRARY={library}")
     return os.path.join(build, "lstm_ext_predict")
+
+
+def run_app(app: str, *args, stdin: Optional[str] = None):
+    """The C++ application run with `args` (and `stdin`), its output captured."""
+    import subprocess
+
+    return subprocess.run([app, *map(str, args)], capture_output=True, text=True, input=stdin,
+                          timeout=120)
+
+
+def parse_rows(stdout: str):
+    """The application's rows of comma-separated numbers, as an array."""
+    import numpy as np
+
+    return np.array([[float(v) for v in line.split(",")] for line in stdout.strip().splitlines()])
+
+
+def one_line_error(done) -> str:
+    """Bad input: exit status 2 and exactly one line on stderr, nothing on stdout."""
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    return done.stderr.strip()

@@ -5,10 +5,9 @@ stripped of debug information. A tiny CMake project (examples/cpp/consumer)
 is built against the package as installed (the editable tree here; a wheel in
 CI the same way) and gives Python's numbers.
 
-Its build is cached under examples/cpp/build/consumer (configured once)."""
+Its build is cached under examples/cpp/build/consumer (helpers.cmake_build)."""
 import os
 import re
-import shutil
 import subprocess
 import zipfile
 
@@ -18,7 +17,7 @@ import torch
 
 import lstm_ext
 import lstm_ext.export
-from helpers import ROOT, damaged
+from helpers import ROOT, cmake_build, damaged
 
 PACKAGE = os.path.dirname(os.path.abspath(lstm_ext.__file__))
 BUILD = os.path.join(ROOT, "examples", "cpp", "build", "consumer")
@@ -76,19 +75,11 @@ def expected_sums():
 # 43 s here (--durations); with it the default suite took 15:07 in a fresh
 # clone (CI's 15-minute aim): marked slow, run by make test-slow and CI.
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
 def test_cmake_project_builds_against_the_installed_package(tmp_path):
-    if not os.path.exists(os.path.join(BUILD, "CMakeCache.txt")):
-        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        prefix = f"{torch.utils.cmake_prefix_path};{lstm_ext.export.cmake_prefix_path}"
-        done = subprocess.run(["cmake", "-S", os.path.join(ROOT, "examples", "cpp", "consumer"),
-                               "-B", BUILD, *generator, f"-DCMAKE_PREFIX_PATH={prefix}"],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert f"lstm_ext {lstm_ext.__version__}: {lstm_ext.library_path()}" in done.stdout
-    done = subprocess.run(["cmake", "--build", BUILD, "-j2"], capture_output=True, text=True,
-                          timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
+    prefix = f"{torch.utils.cmake_prefix_path};{lstm_ext.export.cmake_prefix_path}"
+    configured = cmake_build(os.path.join(ROOT, "examples", "cpp", "consumer"), BUILD,
+                             f"-DCMAKE_PREFIX_PATH={prefix}")
+    assert f"lstm_ext {lstm_ext.__version__}: {lstm_ext.library_path()}" in configured
     app = os.path.join(BUILD, "lstm_ext_consumer")
     needed = subprocess.run(["readelf", "-d", app], capture_output=True, text=True).stdout
     assert "_C.abi3.so" in needed, "linked --no-as-needed: the ops register at start-up"

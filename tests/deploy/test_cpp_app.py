@@ -4,9 +4,6 @@ scripted model without Python and prints what Python computes (1e-5).
 (Over 300 lines: one program's behaviour case by case, sharing its build, the
 scripted models it runs and the helpers that run it; split, each part would
 repeat those.)"""
-import os
-import shutil
-import subprocess
 import zipfile
 from typing import Optional, Tuple
 
@@ -15,10 +12,8 @@ import pytest
 import torch
 
 import lstm_ext
-from helpers import build_cpp_app, damaged
+from helpers import build_cpp_app, damaged, one_line_error, parse_rows, run_app
 from lstm_ext.forecast.forecaster import Forecaster
-
-pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +21,6 @@ def app():
     """Next to a copy of the package's op library (helpers.build_cpp_app;
     test_cpp_build.py builds the one make cpp compiles)."""
     return build_cpp_app()
-
-
-def run(app, *args, stdin=None):
-    return subprocess.run([app, *map(str, args)], capture_output=True, text=True, input=stdin,
-                          timeout=120)
-
-
-def parse(stdout):
-    return np.array([[float(v) for v in line.split(",")] for line in stdout.strip().splitlines()])
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +41,19 @@ def test_app_equals_python_whole_and_streaming(app, forecaster_file, tmp_path):
     x = torch.tensor(values, dtype=torch.float32).reshape(1, -1, 1)
     with torch.no_grad():
         expected = forecaster(x).numpy()
-    done = run(app, path, csv)
+    done = run_app(app, path, csv)
     assert done.returncode == 0, done.stderr
-    np.testing.assert_allclose(parse(done.stdout), expected, atol=1e-5, rtol=1e-6)
-    streamed = run(app, path, csv, "--stream")
+    np.testing.assert_allclose(parse_rows(done.stdout), expected, atol=1e-5, rtol=1e-6)
+    streamed = run_app(app, path, csv, "--stream")
     assert streamed.returncode == 0, streamed.stderr
-    rows = parse(streamed.stdout)
+    rows = parse_rows(streamed.stdout)
     assert rows.shape == (12, 3)
     np.testing.assert_allclose(rows[-1], expected[0], atol=1e-5, rtol=1e-6)
     with torch.no_grad():
         for t in range(1, 12):
             np.testing.assert_allclose(rows[t], forecaster(x[:, :t + 1])[0].numpy(), atol=1e-5,
                                        rtol=1e-6)
-    from_stdin = run(app, path, "-", stdin=csv.read_text())
+    from_stdin = run_app(app, path, "-", stdin=csv.read_text())
     assert from_stdin.stdout == done.stdout
 
 
@@ -78,24 +64,25 @@ def test_app_runs_a_plain_lstm_model(app, tmp_path):
     torch.jit.script(model).save(str(path))
     x = torch.randn(1, 5, 3)
     rows = "\n".join(",".join(f"{v:.9g}" for v in row) for row in x[0].tolist())
-    done = run(app, path, "-", stdin=rows)
+    done = run_app(app, path, "-", stdin=rows)
     assert done.returncode == 0, done.stderr
-    np.testing.assert_allclose(parse(done.stdout), model(x).detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(parse_rows(done.stdout), model(x).detach().numpy(), atol=1e-5)
 
 
 def test_app_errors(app, forecaster_file, tmp_path):
     _, path = forecaster_file
-    missing = run(app, tmp_path / "nope.pt")
+    missing = run_app(app, tmp_path / "nope.pt")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(path.read_bytes()[:2000])
-    broken = run(app, corrupt, "-", stdin="1\n2\n")
+    broken = run_app(app, corrupt, "-", stdin="1\n2\n")
     assert broken.returncode == 2 and "cannot load model" in broken.stderr
-    wide = run(app, path, "-", stdin="1,2\n3,4\n")
+    wide = run_app(app, path, "-", stdin="1,2\n3,4\n")
     assert wide.returncode == 2 and "line 1 has 2 values, but the model takes 1" in wide.stderr
-    text = run(app, path, "-", stdin="value\n1\nabc\n")
-    assert text.returncode == 2 and "line 3" in text.stderr and "'abc' is not a number" in text.stderr
-    empty = run(app, path, "-", stdin="")
+    text = run_app(app, path, "-", stdin="value\n1\nabc\n")
+    assert text.returncode == 2 and "line 3" in text.stderr
+    assert "'abc' is not a number" in text.stderr
+    empty = run_app(app, path, "-", stdin="")
     assert empty.returncode == 2 and "no rows" in empty.stderr
 
 
@@ -111,7 +98,7 @@ def test_app_errors(app, forecaster_file, tmp_path):
 def test_app_refuses_a_damaged_model_file(app, forecaster_file, tmp_path, how, message):
     _, path = forecaster_file
     damaged(path, how)(tmp_path / "model.pt")
-    error = one_line_error(run(app, tmp_path / "model.pt", "-", stdin="1\n2\n"))
+    error = one_line_error(run_app(app, tmp_path / "model.pt", "-", stdin="1\n2\n"))
     assert message in error and "cannot load model" in error, error
     if how != "cut":
         assert "a damaged zip archive (entry '" in error and "': Bad CRC-32)" in error, error
@@ -127,7 +114,7 @@ def test_app_checks_a_zip64_archive(app, tmp_path):
         archive.writestr("many/data/0", bytes(range(256)) * 16)
     damaged(path, "flip")(path)
     assert b"PK\x06\x06" in path.read_bytes()[-200:]  # the zip64 end record
-    error = one_line_error(run(app, path, "-", stdin="1\n2\n"))
+    error = one_line_error(run_app(app, path, "-", stdin="1\n2\n"))
     assert "entry 'many/data/0': Bad CRC-32" in error, error
 
 
@@ -145,7 +132,7 @@ def test_app_reports_unregistered_ops(app, tmp_path):
 
     path = tmp_path / "foreign.pt"
     torch.jit.script(UsesForeignOp()).save(str(path))
-    done = run(app, path, "-", stdin="1\n")
+    done = run_app(app, path, "-", stdin="1\n")
     assert done.returncode == 2
     assert "not registered in this program" in done.stderr
 
@@ -160,7 +147,7 @@ def test_app_gradients_without_python_match_eager(app, tmp_path):
     x = torch.randn(1, 6, 3)
     csv = tmp_path / "x.csv"
     np.savetxt(csv, x[0].numpy(), delimiter=",", fmt="%.9g")
-    done = run(app, path, csv, "--gradients")
+    done = run_app(app, path, csv, "--gradients")
     assert done.returncode == 0, done.stderr
     got = {line.split(",")[0]: np.array([float(v) for v in line.split(",")[1:]])
            for line in done.stdout.strip().splitlines()}
@@ -168,14 +155,6 @@ def test_app_gradients_without_python_match_eager(app, tmp_path):
     assert set(got) == {name for name, _ in model.named_parameters()}
     for name, p in model.named_parameters():
         np.testing.assert_allclose(got[name], p.grad.numpy().ravel(), atol=1e-5, err_msg=name)
-
-
-def one_line_error(done):
-    """Bad input: exit status 2 and exactly one line on stderr, nothing on stdout."""
-    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
-    assert done.stdout == ""
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    return done.stderr.strip()
 
 
 @pytest.mark.parametrize("body, message", [
@@ -196,17 +175,17 @@ def test_app_refuses_non_finite_and_malformed_values(app, forecaster_file, tmp_p
                                                      message):
     """Each names the input and the line; none is read as a header or skipped."""
     _, path = forecaster_file
-    error = one_line_error(run(app, path, "-", stdin=body))
+    error = one_line_error(run_app(app, path, "-", stdin=body))
     assert "standard input line 2" in error and message in error, error
     csv = tmp_path / "in.csv"
     csv.write_text("value\n" + body)  # a header first: the bad line is now line 3
-    error = one_line_error(run(app, path, csv, "--stream"))
+    error = one_line_error(run_app(app, path, csv, "--stream"))
     assert f"{csv} line 3" in error and message in error, error
 
 
 def test_app_refuses_a_nan_window_instead_of_forecasting(app, forecaster_file):
     _, path = forecaster_file
-    error = one_line_error(run(app, path, "-", stdin="nan\n" * 12))
+    error = one_line_error(run_app(app, path, "-", stdin="nan\n" * 12))
     assert "standard input line 1" in error and "not a finite number" in error
 
 
@@ -218,7 +197,7 @@ def test_app_refuses_a_nan_window_instead_of_forecasting(app, forecaster_file):
 def test_app_first_line_is_a_header_only_if_it_is_text(app, forecaster_file, body, message):
     """A malformed number on line 1 is an error, not a header to skip."""
     _, path = forecaster_file
-    error = one_line_error(run(app, path, "-", stdin=body))
+    error = one_line_error(run_app(app, path, "-", stdin=body))
     assert "standard input line 1" in error and message in error, error
 
 
@@ -229,29 +208,29 @@ def test_app_reads_float64_models_range_and_plain_numbers(app, forecaster_file, 
     model = lstm_ext.LSTMModel(2, 4, 1).double().eval()
     path = tmp_path / "m64.pt"
     torch.jit.script(model).save(str(path))
-    done = run(app, path, "-", stdin="a,b\r\n1e39, -2\r\n\r\n +0.5 ,3E-2\r\n")
+    done = run_app(app, path, "-", stdin="a,b\r\n1e39, -2\r\n\r\n +0.5 ,3E-2\r\n")
     assert done.returncode == 0, done.stderr
     x = torch.tensor([[[1e39, -2.0], [0.5, 3e-2]]], dtype=torch.float64)
-    assert np.isfinite(parse(done.stdout)).all()
-    np.testing.assert_allclose(parse(done.stdout), model(x).detach().numpy(), atol=1e-12)
+    assert np.isfinite(parse_rows(done.stdout)).all()
+    np.testing.assert_allclose(parse_rows(done.stdout), model(x).detach().numpy(), atol=1e-12)
     _, path = forecaster_file
-    error = one_line_error(run(app, path, "-", stdin="nanoseconds\n1\n2\n3,4\n"))
+    error = one_line_error(run_app(app, path, "-", stdin="nanoseconds\n1\n2\n3,4\n"))
     assert "line 4 has 2 values, but the model takes 1" in error  # the header was skipped
-    commented = run(app, path, "-", stdin="# co2\n1\n2\n")  # numpy.savetxt's header
+    commented = run_app(app, path, "-", stdin="# co2\n1\n2\n")  # numpy.savetxt's header
     assert commented.returncode == 0, commented.stderr
 
 
 def test_app_one_row_is_too_short_for_a_forecaster(app, forecaster_file):
     forecaster, path = forecaster_file
-    error = one_line_error(run(app, path, "-", stdin="value\n5\n"))
+    error = one_line_error(run_app(app, path, "-", stdin="value\n5\n"))
     assert "standard input" in error and "too short" in error and "at least 2" in error, error
     assert "Traceback" not in error
-    error = one_line_error(run(app, path, "-", stdin="5\n"))
+    error = one_line_error(run_app(app, path, "-", stdin="5\n"))
     assert "too short" in error
     # Streaming one value is well defined: the forecast is the value itself.
-    streamed = run(app, path, "-", "--stream", stdin="5\n")
+    streamed = run_app(app, path, "-", "--stream", stdin="5\n")
     assert streamed.returncode == 0, streamed.stderr
-    np.testing.assert_array_equal(parse(streamed.stdout), [[5.0] * forecaster.horizon])
+    np.testing.assert_array_equal(parse_rows(streamed.stdout), [[5.0] * forecaster.horizon])
 
 
 class _OneInput(torch.nn.Module):
@@ -281,7 +260,7 @@ class _BadShapes(_OneInput):
 def test_app_reports_a_failing_model_in_one_line(app, tmp_path, module, args, message):
     path = tmp_path / "bad.pt"
     torch.jit.script(module()).save(str(path))
-    error = one_line_error(run(app, path, "-", *args, stdin="1\n2\n3\n"))
+    error = one_line_error(run_app(app, path, "-", *args, stdin="1\n2\n3\n"))
     assert error.startswith(f"lstm_ext_predict: {path}: ") and message in error, error
     assert "Traceback" not in error and "HERE" not in error
 
@@ -300,7 +279,7 @@ def test_app_reports_a_failing_step_in_one_line(app, tmp_path):
 
     path = tmp_path / "step.pt"
     torch.jit.script(StepFails()).save(str(path))
-    error = one_line_error(run(app, path, "-", "--stream", stdin="1\n2\n3\n"))
+    error = one_line_error(run_app(app, path, "-", "--stream", stdin="1\n2\n3\n"))
     assert "step at standard input line 2 failed" in error, error
     assert "RuntimeError: no second step" in error, error
 
@@ -317,11 +296,11 @@ def test_app_usage_errors_are_one_line(app, forecaster_file):
                           ((path, "-", "--threads", "four"), "got 'four'"),
                           ((path, "-", "--threads=99999"), "got '99999'"),
                           ((path, "-", "--threads", "2", "--gradients"), "--gradients")]:
-        error = one_line_error(run(app, *args, stdin="1\n2\n"))
+        error = one_line_error(run_app(app, *args, stdin="1\n2\n"))
         assert message in error, (args, error)
         if "--threads" in " ".join(map(str, args)) and "gradients" not in message:
             assert "an integer from 1 to" in error, error
-    usage = run(app, "--help")
+    usage = run_app(app, "--help")
     assert usage.returncode == 0 and "--threads N" in usage.stdout
 
 
@@ -342,9 +321,9 @@ def test_app_threads_give_the_serial_result_bitwise(app, forecaster_file, tmp_pa
         csv = tmp_path / "in.csv"
         np.savetxt(csv, values, delimiter=",", fmt="%.10f")
         extra = ["--stream"] if stream else []
-        serial = run(app, path, csv, *extra)
+        serial = run_app(app, path, csv, *extra)
         assert serial.returncode == 0, serial.stderr
-        threaded = run(app, path, csv, *extra, "--threads", 4)
+        threaded = run_app(app, path, csv, *extra, "--threads", 4)
         assert threaded.returncode == 0, threaded.stderr
         assert threaded.stdout == serial.stdout
         assert "4 threads" in threaded.stderr and "bitwise equal" in threaded.stderr, \
@@ -374,7 +353,7 @@ def test_app_threads_report_a_difference(app, tmp_path, module, args, message):
     """The check itself: a model that is not reproducible fails it, exit status 1."""
     path = tmp_path / "random.pt"
     torch.jit.script(module()).save(str(path))
-    done = run(app, path, "-", *args, "--threads", 3, stdin="value\n1\n2\n")
+    done = run_app(app, path, "-", *args, "--threads", 3, stdin="value\n1\n2\n")
     assert done.returncode == 1 and done.stdout == "", (done.returncode, done.stderr)
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "threads disagree with the serial run" in done.stderr and message in done.stderr, \

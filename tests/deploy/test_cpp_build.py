@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import lstm_ext
-from helpers import ROOT, build_cpp_app
+from helpers import ROOT, build_cpp_app, parse_rows, run_app
 
 BUILD = os.path.join(ROOT, "examples", "cpp", "build")
 
@@ -34,8 +34,6 @@ def test_cmake_compiles_the_op_library_without_python_and_the_app_runs_on_it(tmp
     torch.jit.script(model).save(str(path))
     x = torch.randn(1, 7, 3)
     rows = "\n".join(",".join(f"{v:.9g}" for v in row) for row in x[0].tolist())
-    done = subprocess.run([app, str(path), "-", "--op-library", library], input=rows,
-                          capture_output=True, text=True, timeout=120)
+    done = run_app(app, path, "-", "--op-library", library, stdin=rows)
     assert done.returncode == 0, done.stderr
-    got = np.array([[float(v) for v in line.split(",")] for line in done.stdout.split()])
-    np.testing.assert_allclose(got, model(x).detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(parse_rows(done.stdout), model(x).detach().numpy(), atol=1e-5)

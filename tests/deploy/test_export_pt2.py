@@ -13,7 +13,6 @@ import inspect
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import pytest
 import torch
 
 import lstm_ext
-from helpers import build_cpp_app, damaged
+from helpers import build_cpp_app, damaged, one_line_error, parse_rows, run_app
 from lstm_ext.export import ExportError, export_pt2, load_pt2
 from lstm_ext.forecast import artifacts
 from lstm_ext.forecast.forecaster import Forecaster
@@ -132,21 +131,6 @@ def app():
     return build_cpp_app()
 
 
-def run(app, *args, stdin=None):
-    return subprocess.run([app, *map(str, args)], capture_output=True, text=True, input=stdin,
-                          timeout=120)
-
-
-def parse(stdout):
-    return np.array([[float(v) for v in line.split(",")] for line in stdout.strip().splitlines()])
-
-
-def one_line_error(done):
-    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
-    assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    return done.stderr.strip()
-
-
 def test_app_pt2_equals_python_and_torchscript(app, package, tmp_path):
     """The bar: Python, TorchScript-in-C++ and .pt2-in-C++ agree to 1e-5,
     whole window and streaming."""
@@ -159,28 +143,28 @@ def test_app_pt2_equals_python_and_torchscript(app, package, tmp_path):
         expected = forecaster(x).numpy()
         steps = [forecaster(x[:, :t + 1])[0].numpy() for t in range(1, WINDOW)]
     for path in (pt, pt2):
-        whole = run(app, path, csv)
+        whole = run_app(app, path, csv)
         assert whole.returncode == 0, whole.stderr
-        np.testing.assert_allclose(parse(whole.stdout), expected, atol=TOL, rtol=0)
-        streamed = run(app, path, csv, "--stream")
+        np.testing.assert_allclose(parse_rows(whole.stdout), expected, atol=TOL, rtol=0)
+        streamed = run_app(app, path, csv, "--stream")
         assert streamed.returncode == 0, streamed.stderr
-        rows = parse(streamed.stdout)
+        rows = parse_rows(streamed.stdout)
         assert rows.shape == (WINDOW, HORIZON)
         np.testing.assert_allclose(rows[0], [values[0]] * HORIZON, atol=TOL, rtol=1e-7)
         np.testing.assert_allclose(rows[1:], np.array(steps), atol=TOL, rtol=0)
-    threaded = run(app, pt2, csv, "--stream", "--threads", 3)
+    threaded = run_app(app, pt2, csv, "--stream", "--threads", 3)
     assert threaded.returncode == 0 and "bitwise equal" in threaded.stderr, threaded.stderr
 
 
 def test_app_pt2_with_the_python_packages_op_library(app, package, tmp_path):
     """--op-library: the Python package's own _C.abi3.so serves C++ as well."""
     forecaster, pt2, _ = package
-    done = run(app, pt2, "-", "--op-library", lstm_ext.library_path(),
-               stdin="\n".join(str(300 + v) for v in range(WINDOW)))
+    done = run_app(app, pt2, "-", "--op-library", lstm_ext.library_path(),
+                   stdin="\n".join(str(300 + v) for v in range(WINDOW)))
     assert done.returncode == 0, done.stderr
     x = torch.arange(300, 300 + WINDOW, dtype=torch.float32).reshape(1, -1, 1)
     with torch.no_grad():
-        np.testing.assert_allclose(parse(done.stdout), forecaster(x).numpy(), atol=TOL, rtol=0)
+        np.testing.assert_allclose(parse_rows(done.stdout), forecaster(x).numpy(), atol=TOL, rtol=0)
 
 
 def test_app_pt2_bad_input(app, package, tmp_path):
@@ -218,6 +202,6 @@ def test_app_pt2_bad_input(app, package, tmp_path):
     if low > 1:
         cases.append(((pt2, "-"), "300\n", "too short"))
     for args, stdin, message in cases:
-        error = one_line_error(run(app, *args, stdin=stdin))
+        error = one_line_error(run_app(app, *args, stdin=stdin))
         assert message in error, (args, error)
         assert "Traceback" not in error and "Exception raised from" not in error, error

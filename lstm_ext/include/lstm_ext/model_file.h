@@ -14,9 +14,9 @@
 // opened only if the archive holds one. A deflated entry that reader does not
 // reach (outside the archive's top folder, or in an archive it cannot open) is
 // left unchecked: torch::jit::load does not read it either. torch writes a .pt2
-// package's entries stored, so each of them is checked. lstm_ext_predict (examples/cpp) and
-// the find_package example (examples/cpp/consumer) call it; Python makes the
-// same check (lstm_ext/export/archive.py).
+// package's entries stored, so each of them is checked. lstm_ext_predict
+// (examples/cpp) and the find_package example (examples/cpp/consumer) call it;
+// Python makes the same check (lstm_ext/export/archive.py).
 #pragma once
 
 #include <caffe2/serialize/inline_container.h>

@@ -1,6 +1,7 @@
-// lstm_ext::zip_check::zip_damage(path): why a model file that is a zip archive (TorchScript .pt,
-// AOTInductor .pt2) must not be loaded, or "" if nothing is wrong with it as an
-// archive (or it is no zip archive: the loaders say what it is then).
+// lstm_ext::zip_check::zip_damage(path): why a model file that is a zip archive
+// (TorchScript .pt, AOTInductor .pt2) must not be loaded, or "" if nothing is
+// wrong with it as an archive (or it is no zip archive: the loaders say what it
+// is then).
 //
 // Why it exists: libtorch builds miniz without its CRC-32 checks
 // (MINIZ_DISABLE_ZIP_READER_CRC32_CHECKS), so a bit flipped in a tensor's
@@ -16,8 +17,8 @@
 // dependency and no inflater: a deflated entry is checked through `inflate`,
 // the caller's reader of an entry's bytes (lstm_ext/model_file.h passes
 // libtorch's own, caffe2::serialize::PyTorchStreamReader); without one,
-// deflated entries are left to the loader. Cost: one read of the file (a 100 MB model reads in
-// tens of ms) and the inflation of the code entries (kilobytes).
+// deflated entries are left to the loader. Cost: one read of the file (a 100 MB
+// model reads in tens of ms) and the inflation of the code entries (kilobytes).
 #pragma once
 
 #include <algorithm>
@@ -158,12 +159,14 @@ inline std::string zip_damage(const std::string& path, const Inflate& inflate = 
       } catch (const std::exception&) {
         return "a damaged zip archive (entry '" + shown(name) + "': does not inflate)";
       }
-      if (bytes && bytes->size() != uncomp) {
-        return "a damaged zip archive (entry '" + shown(name) + "': sizes disagree)";
-      }
-      const auto* p = bytes ? reinterpret_cast<const unsigned char*>(bytes->data()) : nullptr;
-      if (bytes && crc32_update(0, p, bytes->size()) != crc) {
-        return "a damaged zip archive (entry '" + shown(name) + "': Bad CRC-32)";
+      if (bytes) {  // else the caller's reader does not reach it: left unchecked
+        if (bytes->size() != uncomp) {
+          return "a damaged zip archive (entry '" + shown(name) + "': sizes disagree)";
+        }
+        const auto* p = reinterpret_cast<const unsigned char*>(bytes->data());
+        if (crc32_update(0, p, bytes->size()) != crc) {
+          return "a damaged zip archive (entry '" + shown(name) + "': Bad CRC-32)";
+        }
       }
     }
     pos += 46 + name_len + extra_len + comment;
