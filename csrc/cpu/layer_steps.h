@@ -129,6 +129,23 @@ inline at::Tensor last_step(const at::Tensor& seq, const LayerSizes& s,
   return out;
 }
 
+// A layer's output gradient (T, B, X) as its backward reads it: step t's
+// rows at data + t * step, row-major (B, X). A gradient that is the same at
+// every step (stride 0 in time: the backward of out.sum() or out.mean(), an
+// expanded scalar) is made contiguous for one step, step = 0, not copied T
+// times: at (32,32,64,50) float32 that copy took 85-100 us of a 1.9 ms
+// training step (torch.profiler, this project's Zen 4), 5% of it.
+struct StepGradient {
+  at::Tensor data;  // undefined where the op got no output gradient
+  int64_t step;     // elements between two steps' (B, X) blocks
+};
+inline StepGradient step_gradient(const std::optional<at::Tensor>& grad) {
+  if (!grad.has_value() || !grad->defined()) return {at::Tensor(), 0};
+  const at::Tensor& g = *grad;
+  if (g.dim() == 3 && g.size(0) > 0 && g.stride(0) == 0) return {g[0].contiguous(), 0};
+  return {g.contiguous(), g.dim() == 3 ? g.size(1) * g.size(2) : 0};
+}
+
 // Zeroes what no step writes in a contiguous (T, B, X) buffer of a padded
 // batch: rows [batch_sizes[t], B) of each step t. The steps write every other
 // row, so zeroing the whole buffer first wrote most of it twice. A buffer of

@@ -341,8 +341,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
   const bool has_gc = grad_cy.has_value() && grad_cy->defined();
   Tensor dh = has_gh ? grad_hy->contiguous().clone() : at::zeros({B, P}, input.options());
   Tensor dc = has_gc ? grad_cy->contiguous().clone() : at::zeros({B, H}, input.options());
-  const bool has_go = grad_output.has_value() && grad_output->defined();
-  const Tensor go = has_go ? grad_output->contiguous() : Tensor();
+  const StepGradient go = step_gradient(grad_output);
   const Tensor gates_c = gates.contiguous();
   const Tensor cs_c = cs.contiguous();
   const Tensor c0 = cx.contiguous();
@@ -364,7 +363,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
   AT_DISPATCH_FLOATING_TYPES(dtype, op, [&] {
     const scalar_t* gates_p = gates_c.data_ptr<scalar_t>();
     const scalar_t* cs_p = cs_c.data_ptr<scalar_t>();
-    const scalar_t* go_p = has_go ? go.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* go_p = go.data.defined() ? go.data.data_ptr<scalar_t>() : nullptr;
     scalar_t* dg_p = grad_gates.data_ptr<scalar_t>();
     scalar_t* dh_p = dh.data_ptr<scalar_t>();
     scalar_t* dc_p = dc.data_ptr<scalar_t>();
@@ -386,7 +385,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
         scalar_t* dh_rows = dh_p + r0 * P;
         scalar_t* dc_rows = dc_p + r0 * H;
         const scalar_t* grad_h = dh_rows;
-        const scalar_t* grad_h_extra = go_p != nullptr ? go_p + (t * B + r0) * P : nullptr;
+        const scalar_t* grad_h_extra = go_p != nullptr ? go_p + t * go.step + r0 * P : nullptr;
         if (s.projected) {
           scalar_t* dhp = grad_h_proj.data_ptr<scalar_t>() + (t * B + r0) * P;
           for (int64_t k = 0; k < n * P; ++k) {

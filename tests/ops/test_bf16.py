@@ -153,6 +153,23 @@ def test_ops_outputs_and_saved_dtypes():
     assert [t.dtype for t in out] == [BF16, BF16, torch.float32]
 
 
+@pytest.mark.parametrize("lengths", [None, [4, 3, 1]])
+def test_layer_backward_reads_a_gradient_expanded_over_time(lengths):
+    """The bf16 backward given out.sum()'s gradient (stride 0 in time, read
+    one step for all) gives the same bits as that gradient materialized."""
+    lengths = None if lengths is None else torch.tensor(lengths)
+    args = [a.to(BF16) for a in layer_args(4, 3, 2, 5)]
+    with torch.no_grad():
+        output, hy, cy, gates, cs = torch.ops.lstm_ext.lstm_layer_forward(*args, lengths)
+    expanded = torch.randn(1, 3, 5).to(BF16).expand_as(output)
+    rest = [None, None, *args[:5], output, gates, cs, lengths, None, [True] * 7]
+    got = torch.ops.lstm_ext.lstm_layer_backward(expanded, *rest)
+    want = torch.ops.lstm_ext.lstm_layer_backward(expanded.contiguous(), *rest)
+    for a, b in zip(got, want):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_opcheck_bf16():
     layer = [a.to(BF16) for a in layer_args(4, 3, 2, 5)] + [torch.tensor([4, 3, 1])]
     cell = [a.to(BF16) for a in make_cell_args(3, 4, 5)]

@@ -94,6 +94,28 @@ def test_opcheck_backward(sample):
     torch.library.opcheck(op.lstm_layer_backward.default, sample.args)
 
 
+@pytest.mark.parametrize("sample", params(layer_backward_samples()))
+@pytest.mark.parametrize("shape", ["scalar", "per_step"])
+def test_backward_reads_a_gradient_expanded_over_time(sample, shape):
+    """grad_output with stride 0 in time (out.sum()'s or out.mean()'s
+    gradient: the kernel reads one step of it for all steps) gives the same
+    bits as that gradient materialized."""
+    args = list(sample.args)
+    if args[0] is None:
+        pytest.skip("no output gradient in this sample")
+    T, B, P = args[0].shape
+    g = torch.Generator().manual_seed(3)
+    block = torch.randn(1, 1, 1) if shape == "scalar" else torch.randn(1, B, P, generator=g)
+    expanded = block.to(args[0].dtype).expand(T, B, P)
+    assert expanded.stride(0) == 0
+    got = op.lstm_layer_backward(expanded, *args[1:])
+    want = op.lstm_layer_backward(expanded.contiguous(), *args[1:])
+    for a, b in zip(got, want):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_padded_steps_output_zeros_and_take_no_gradient():
     args = leaf(layer_args(5, 3, 2, 4))
     out, h_n, c_n = lstm_ext.lstm_layer(*args, lengths=torch.tensor([5, 2, 1]))

@@ -223,8 +223,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
   const bool has_gc = grad_cy.has_value() && grad_cy->defined();
   Tensor dh = has_gh ? to_float(*grad_hy) : at::zeros({B, H}, fopts);
   Tensor dc = has_gc ? to_float(*grad_cy) : at::zeros({B, H}, fopts);
-  const bool has_go = grad_output.has_value() && grad_output->defined();
-  const Tensor go = has_go ? grad_output->contiguous() : Tensor();
+  const StepGradient go = step_gradient(grad_output);
   Tensor grad_gates = cached_empty({T, B, 4 * H}, opts);
   zero_padded_rows(grad_gates, s);
 
@@ -238,7 +237,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
     vec::bf16_pack_cols(bf16_ptr(w), 4 * H, H, bf16_ptr(packed));
     const bf16* gates_p = bf16_ptr(gates_c);
     const float* cs_p = cs_c.data_ptr<float>();
-    const bf16* go_p = has_go ? bf16_ptr(go) : nullptr;
+    const bf16* go_p = go.data.defined() ? bf16_ptr(go.data) : nullptr;
     bf16* dg_p = bf16_ptr(grad_gates);
     float* dh_p = dh.data_ptr<float>();
     float* dc_p = dc.data_ptr<float>();
@@ -249,7 +248,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_backward(
       vec::bf16_backward_pointwise({gates_p + t * B * 4 * H,
                                     t == 0 ? c0.data_ptr<float>() : cs_p + (t - 1) * B * H,
                                     cs_p + t * B * H, dh_p,
-                                    go_p != nullptr ? go_p + t * B * H : nullptr, dc_p, dg,
+                                    go_p != nullptr ? go_p + t * go.step : nullptr, dc_p, dg,
                                     dc_p, n, H});
       vec::bf16_gemm(n, H, 4 * H, dg, 4 * H, bf16_ptr(packed), dh_p, H, false);
     }
