@@ -18,7 +18,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lstm_ext  # noqa: E402
-from common import forward_flops, interleaved_ms, parse_args, print_table, start  # noqa: E402
+from common import (forward_flops, interleaved_ms, parse_args, print_table, ratio_span,  # noqa: E402
+                    start)
 from lstm_ext import reference  # noqa: E402
 
 SHAPES = [(100, 4, 3, 5), (32, 32, 64, 50), (64, 256, 256, 100), (64, 512, 512, 50),
@@ -129,19 +130,22 @@ def main():
             fns["floor"] = gemm_floor(B, I, H, T, train, dtype)
             if dtype == torch.float32:
                 fns["own floor"] = own_gemm_floor(B, I, H, T, train)
-            times = interleaved_ms(fns, len(fns) * min_time)
+            rounds = {}
+            times = interleaved_ms(fns, len(fns) * min_time, per_round=rounds)
             floor, own = times["floor"], times.get("own floor", float("nan"))
             t = times["ours"]
             flops = forward_flops(B, I, H, T) * (3 if train else 1)
             gflops = flops / (t * 1e-3) / 1e9
             row = [f"({B}, {I}, {H}, {T})", mode, f"{t:.3f}", f"{times['nn.LSTM']:.3f}",
-                   f"{times['nn.LSTM'] / t:.2f}x", f"{floor:.3f}", f"{t / floor:.2f}",
+                   ratio_span(rounds["nn.LSTM"], rounds["ours"]), f"{floor:.3f}",
+                   f"{t / floor:.2f}",
                    f"{times['nn.LSTM'] / floor:.2f}", f"{t / own:.2f}", f"{gflops:.1f}",
                    f"{100 * gflops / ceiling:.0f}%"]
             if not args.no_slow:
                 row += [f"{times['cell stepped'] / t:.2f}x", f"{times['reference'] / t:.2f}x"]
             rows.append(row)
-    columns = ["(B, I, H, T)", "mode", "ours ms", "nn.LSTM ms", "nn.LSTM/ours", "floor ms",
+    columns = ["(B, I, H, T)", "mode", "ours ms", "nn.LSTM ms",
+               "nn.LSTM/ours (rounds' range)", "floor ms",
                "ours/floor", "nn.LSTM/floor", "ours/own-GEMM floor", "ours GFLOP/s",
                "of ceiling"]
     if not args.no_slow:
@@ -179,17 +183,18 @@ def int8_table(args, ceiling):
             "nn bf16": runner(lambda xs: bf16_theirs(xs)[0], xb, False),
             "fp32": runner(lambda xs: theirs(xs)[0], x, False),
         }
-        times = interleaved_ms(fns, len(fns) * args.min_time)
+        rounds = {}
+        times = interleaved_ms(fns, len(fns) * args.min_time, per_round=rounds)
         with torch.no_grad():
             err = (ours(x)[0] - theirs(x)[0]).abs().max().item()
         t = times["int8"]
         gflops = forward_flops(B, I, H, T) / (t * 1e-3) / 1e9
         rows.append([f"({B}, {I}, {H}, {T})", f"{t:.3f}", f"{times['dynamic']:.3f}",
-                     f"{times['dynamic'] / t:.2f}x", f"{times['bf16']:.3f}",
+                     ratio_span(rounds["dynamic"], rounds["int8"]), f"{times['bf16']:.3f}",
                      f"{times['bf16'] / t:.2f}x", f"{times['nn bf16']:.3f}",
                      f"{times['fp32']:.3f}", f"{gflops:.1f}", f"{err:.4f}"])
     print("Inference (no_grad), float32 input; medians of interleaved rounds, ms")
-    print_table(["(B, I, H, T)", "ours int8 ms", "torch dyn-int8 ms", "dyn-int8/ours",
+    print_table(["(B, I, H, T)", "ours int8 ms", "torch dyn-int8 ms", "dyn-int8/ours (range)",
                  "ours bf16 ms", "ours bf16/int8", "nn.LSTM bf16 ms", "nn.LSTM fp32 ms",
                  "ours int8 GFLOP/s", "max err vs fp32"], rows)
     print(f"thread fallbacks: {torch.ops.lstm_ext.thread_fallbacks()}, strikes (waits for a "

@@ -38,17 +38,37 @@ def median_ms(fn, min_run_time=0.5):
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
-def interleaved_ms(fns, min_run_time=0.5, rounds=5):
-    """Median time in ms of each of `fns` (name -> callable), measured in
-    `rounds` interleaved rounds (A B C A B C ...) and the median of the rounds
-    taken. On these shared 2-core machines speed drifts by up to 2x over
-    seconds; interleaving keeps a slow phase from landing on one contestant."""
+def interleaved_rounds(fns, min_run_time=0.5, rounds=5):
+    """Each of `fns`' (name -> callable) median time in ms in each of `rounds`
+    interleaved rounds (A B C A B C ...): name -> one time per round. On these
+    shared 2-core machines speed drifts by up to 2x over seconds, and not
+    alike for every contestant (a Zen 4 VM's slow phases took nn.LSTM's
+    training at (32,32,64,50) from 2.2 to 3.7 ms and ours from 1.8 to 2.7):
+    interleaving keeps a slow phase from landing on one contestant, and the
+    rounds show how much a ratio moves with the phase."""
     per_round = min_run_time / rounds
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             times[name].append(median_ms(fn, per_round))
+    return times
+
+
+def interleaved_ms(fns, min_run_time=0.5, rounds=5, per_round=None):
+    """The median over interleaved_rounds' rounds of each of `fns`, in ms.
+    Pass a dict as `per_round` to get the rounds' times in it as well."""
+    times = interleaved_rounds(fns, min_run_time, rounds)
+    if per_round is not None:
+        per_round.update(times)
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
+def ratio_span(slow, fast):
+    """'1.28x (1.24-1.37)': the ratio of the medians of two contestants'
+    interleaved rounds, then its lowest and highest in a single round."""
+    ratios = [a / b for a, b in zip(slow, fast)]
+    med = sorted(slow)[len(slow) // 2] / sorted(fast)[len(fast) // 2]
+    return f"{med:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def forward_flops(batch, input_size, hidden, steps):
