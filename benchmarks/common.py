@@ -76,20 +76,29 @@ def forward_flops(batch, input_size, hidden, steps):
     return 8 * batch * hidden * (input_size + hidden) * steps
 
 
-def gemm_ceiling_gflops(n=1024):
-    """This machine's float32 GEMM throughput, all threads, 1024^3: ATen's
-    torch.mm (MKL) and the best GEMM available (what lstm_ext's kernels use
-    for large products: oneDNN where ATen has it). The ceiling is the larger."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def gemm_ceiling_gflops(n=1024, dtype=torch.float32):
+    """This machine's GEMM throughput in `dtype`, all threads, n^3: ATen's
+    torch.mm (float32: MKL; bfloat16: oneDNN where the CPU has bf16
+    instructions) and, in float32, the best GEMM available (what lstm_ext's
+    kernels use for large products: oneDNN where ATen has it). The ceiling is
+    the larger."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     flops = 2 * n ** 3
     aten = flops / (median_ms(lambda: torch.mm(a, b)) * 1e-3) / 1e9
+    if dtype != torch.float32:
+        return aten, aten
     best = flops / (median_ms(lambda: torch.ops.lstm_ext.gemm(a, b)) * 1e-3) / 1e9
     return max(aten, best), aten
 
 
 def start(title, dtype="float32"):
-    """Prints the run's header and the GEMM ceiling; returns the ceiling."""
+    """Prints the run's header and the GEMM ceiling in `dtype` (int8 tables
+    show no share of a ceiling and get float32's); returns it."""
     header(title, dtype)
+    if dtype == "bfloat16":
+        best, _ = gemm_ceiling_gflops(dtype=torch.bfloat16)
+        print(f"GEMM ceiling (1024^3 bfloat16, ATen torch.mm): {best:.0f} GFLOP/s\n")
+        return best
     best, aten = gemm_ceiling_gflops()
     print(f"GEMM ceiling (1024^3 float32): {best:.0f} GFLOP/s "
           f"(ATen torch.mm alone: {aten:.0f} GFLOP/s)\n")
