@@ -271,6 +271,7 @@ class LSTM(FlatWeights, nn.Module):
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
             if self.dropout > 0 and self.training and layer + 1 < self.num_layers:
                 layer_input = F.dropout(layer_input, self.dropout, True)
-        if len(h_n) == 1:  # a view, not stack's copy (and its backward): ~15 us a step
-            return layer_input, (h_n[0].unsqueeze(0), c_n[0].unsqueeze(0))
+        # Not views of hy and cy (unsqueeze), though stack's copies cost ~15 us
+        # a step: torch.nn.LSTM's h_n and c_n are no views, and detach_(),
+        # which truncated backpropagation through time calls, refuses views.
         return layer_input, (torch.stack(h_n), torch.stack(c_n))

@@ -111,6 +111,23 @@ def test_unbatched_input():
     torch.testing.assert_close(ours(x), theirs(x), **F32)
 
 
+@pytest.mark.parametrize("num_layers,bidirectional", [(1, False), (1, True), (2, False)])
+@pytest.mark.parametrize("batched", [True, False])
+def test_final_states_detach_in_place_like_nn_lstm(num_layers, bidirectional, batched):
+    """h_n and c_n, batched, are no views, as torch.nn.LSTM's are not:
+    truncated backpropagation through time calls detach_() on them, which
+    views refuse. (Unbatched, both return views: squeeze.)"""
+    ours, theirs = pair(num_layers, bidirectional)
+    x = torch.randn(4, 3, 5) if batched else torch.randn(4, 5)
+    for module in (ours, theirs):
+        _, (h_n, c_n) = module(x)
+        assert (h_n._is_view(), c_n._is_view()) == (not batched, not batched)
+        if batched:
+            h_n.detach_()
+            c_n.detach_()
+            assert not h_n.requires_grad and not c_n.requires_grad
+
+
 def test_float64_tight():
     ours, theirs = pair(2, True, dtype=torch.float64)
     x = torch.randn(5, 3, 5, dtype=torch.float64)
