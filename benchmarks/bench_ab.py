@@ -107,14 +107,23 @@ def main():
           f"{args.base}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds, "
           "medians of per-run medians (ms)")
-    print("| (B, I, H, T) | base ours | this ours | this/base time | nn.LSTM | nn.LSTM/this |")
-    print("|---|---|---|---|---|---|")
+    # Each run times nn.LSTM beside ours, in the same process: ours / nn.LSTM
+    # there cancels the machine's speed during that run, and this VM's slow
+    # phases last minutes (a quiet machine gave 0.70 and then 1.35 of the
+    # base's time for one unchanged op within minutes). The last column is
+    # this build's ratio over the base's, per round, its median and range.
+    print("| (B, I, H, T) | base ours | this ours | this/base time | nn.LSTM | nn.LSTM/this "
+          "| this/base, each against nn.LSTM in its run (rounds' range) |")
+    print("|---|---|---|---|---|---|---|")
     for s in shapes:
         base = statistics.median(results["base"][s][0])
         this = statistics.median(results["this"][s][0])
         ref = statistics.median(results["base"][s][1] + results["this"][s][1])
+        per_round = [(t / tn) / (b / bn) for t, tn, b, bn in
+                     zip(*results["this"][s], *results["base"][s])]
         print(f"| {s} | {base:.3f} | {this:.3f} | {this / base:.2f} | {ref:.3f} | "
-              f"{ref / this:.2f}x |")
+              f"{ref / this:.2f}x | {statistics.median(per_round):.2f} "
+              f"({min(per_round):.2f}-{max(per_round):.2f}) |")
 
 
 if __name__ == "__main__":
