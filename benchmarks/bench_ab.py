@@ -109,9 +109,10 @@ def main():
           "medians of per-run medians (ms)")
     # Each run times nn.LSTM beside ours, in the same process: ours / nn.LSTM
     # there cancels the machine's speed during that run, and this VM's slow
-    # phases last minutes (a quiet machine gave 0.70 and then 1.35 of the
-    # base's time for one unchanged op within minutes). The last column is
-    # this build's ratio over the base's, per round, its median and range.
+    # phases last minutes (two runs of one A/B, minutes apart, gave 0.70 and
+    # 1.35 of the base's time for a change worth a few percent). The last
+    # column is this build's ratio over the base's, per round, its median and
+    # range.
     print("| (B, I, H, T) | base ours | this ours | this/base time | nn.LSTM | nn.LSTM/this "
           "| this/base, each against nn.LSTM in its run (rounds' range) |")
     print("|---|---|---|---|---|---|---|")

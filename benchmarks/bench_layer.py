@@ -18,8 +18,8 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lstm_ext  # noqa: E402
-from common import (forward_flops, interleaved_ms, parse_args, print_table, ratio_span,  # noqa: E402
-                    start)
+from common import (forward_flops, interleaved_ms, interleaved_rounds, parse_args,  # noqa: E402
+                    print_table, ratio_span, round_medians, start)
 from lstm_ext import reference  # noqa: E402
 
 SHAPES = [(100, 4, 3, 5), (32, 32, 64, 50), (64, 256, 256, 100), (64, 512, 512, 50),
@@ -130,14 +130,14 @@ def main():
             fns["floor"] = gemm_floor(B, I, H, T, train, dtype)
             if dtype == torch.float32:
                 fns["own floor"] = own_gemm_floor(B, I, H, T, train)
-            rounds = {}
-            times = interleaved_ms(fns, len(fns) * min_time, per_round=rounds)
+            rounds = interleaved_rounds(fns, len(fns) * min_time)
+            times = round_medians(rounds)
             floor, own = times["floor"], times.get("own floor", float("nan"))
             t = times["ours"]
             flops = forward_flops(B, I, H, T) * (3 if train else 1)
             gflops = flops / (t * 1e-3) / 1e9
             row = [f"({B}, {I}, {H}, {T})", mode, f"{t:.3f}", f"{times['nn.LSTM']:.3f}",
-                   ratio_span(rounds["nn.LSTM"], rounds["ours"]), f"{floor:.3f}",
+                   ratio_span(rounds, "nn.LSTM", "ours"), f"{floor:.3f}",
                    f"{t / floor:.2f}",
                    f"{times['nn.LSTM'] / floor:.2f}", f"{t / own:.2f}", f"{gflops:.1f}",
                    f"{100 * gflops / ceiling:.0f}%"]
@@ -183,14 +183,14 @@ def int8_table(args, ceiling):
             "nn bf16": runner(lambda xs: bf16_theirs(xs)[0], xb, False),
             "fp32": runner(lambda xs: theirs(xs)[0], x, False),
         }
-        rounds = {}
-        times = interleaved_ms(fns, len(fns) * args.min_time, per_round=rounds)
+        rounds = interleaved_rounds(fns, len(fns) * args.min_time)
+        times = round_medians(rounds)
         with torch.no_grad():
             err = (ours(x)[0] - theirs(x)[0]).abs().max().item()
         t = times["int8"]
         gflops = forward_flops(B, I, H, T) / (t * 1e-3) / 1e9
         rows.append([f"({B}, {I}, {H}, {T})", f"{t:.3f}", f"{times['dynamic']:.3f}",
-                     ratio_span(rounds["dynamic"], rounds["int8"]), f"{times['bf16']:.3f}",
+                     ratio_span(rounds, "dynamic", "int8"), f"{times['bf16']:.3f}",
                      f"{times['bf16'] / t:.2f}x", f"{times['nn bf16']:.3f}",
                      f"{times['fp32']:.3f}", f"{gflops:.1f}", f"{err:.4f}"])
     print("Inference (no_grad), float32 input; medians of interleaved rounds, ms")

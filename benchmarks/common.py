@@ -54,21 +54,23 @@ def interleaved_rounds(fns, min_run_time=0.5, rounds=5):
     return times
 
 
-def interleaved_ms(fns, min_run_time=0.5, rounds=5, per_round=None):
-    """The median over interleaved_rounds' rounds of each of `fns`, in ms.
-    Pass a dict as `per_round` to get the rounds' times in it as well."""
-    times = interleaved_rounds(fns, min_run_time, rounds)
-    if per_round is not None:
-        per_round.update(times)
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+def round_medians(rounds):
+    """name -> the median of its rounds' times (the upper one of an even count)."""
+    return {name: sorted(t)[len(t) // 2] for name, t in rounds.items()}
 
 
-def ratio_span(slow, fast):
-    """'1.28x (1.24-1.37)': the ratio of the medians of two contestants'
-    interleaved rounds, then its lowest and highest in a single round."""
-    ratios = [a / b for a, b in zip(slow, fast)]
-    med = sorted(slow)[len(slow) // 2] / sorted(fast)[len(fast) // 2]
-    return f"{med:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+def interleaved_ms(fns, min_run_time=0.5, rounds=5):
+    """The median over interleaved_rounds' rounds of each of `fns`, in ms."""
+    return round_medians(interleaved_rounds(fns, min_run_time, rounds))
+
+
+def ratio_span(rounds, slow, fast):
+    """'1.28x (1.24-1.37)': the ratio of contestants `slow` and `fast`'s
+    medians over interleaved_rounds' `rounds`, then its lowest and highest in
+    a single round."""
+    ratios = [a / b for a, b in zip(rounds[slow], rounds[fast])]
+    med = round_medians(rounds)
+    return f"{med[slow] / med[fast]:.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def forward_flops(batch, input_size, hidden, steps):

@@ -139,11 +139,12 @@ struct StepGradient {
   at::Tensor data;  // undefined where the op got no output gradient
   int64_t step;     // elements between two steps' (B, X) blocks
 };
+// `grad` is (T, B, X) where defined: the op checked it (check_optional_arg).
 inline StepGradient step_gradient(const std::optional<at::Tensor>& grad) {
   if (!grad.has_value() || !grad->defined()) return {at::Tensor(), 0};
   const at::Tensor& g = *grad;
-  if (g.dim() == 3 && g.size(0) > 0 && g.stride(0) == 0) return {g[0].contiguous(), 0};
-  return {g.contiguous(), g.dim() == 3 ? g.size(1) * g.size(2) : 0};
+  if (g.size(0) > 0 && g.stride(0) == 0) return {g[0].contiguous(), 0};
+  return {g.contiguous(), g.size(1) * g.size(2)};
 }
 
 // Zeroes what no step writes in a contiguous (T, B, X) buffer of a padded

@@ -148,40 +148,38 @@ inline std::string zip_damage(const std::string& path, const Inflate& inflate = 
     if (!read_at(offset, local, 30) || le(local, 4) != 0x04034b50u) return cut;
     const uint64_t data = offset + 30 + le(local + 26, 2) + le(local + 28, 2);
     if (data > size || comp > size - data) return cut;
+    const auto damaged = [&](const char* why) {
+      return "a damaged zip archive (entry '" + shown(name) + "': " + why + ")";
+    };
+    // The entry's CRC-32 as read (stored) or inflated (deflated); none where
+    // it is left unchecked (no inflate, or a reader that does not reach it).
+    std::optional<uint32_t> got;
     if (method == 0) {
-      if (comp != uncomp) {
-        return "a damaged zip archive (entry '" + shown(name) + "': sizes disagree)";
-      }
-      uint32_t got = 0;
+      if (comp != uncomp) return damaged("sizes disagree");
+      got = 0;
       for (uint64_t done = 0; done < comp;) {
         const uint64_t n = std::min<uint64_t>(buffer.size(), comp - done);
         if (!read_at(data + done, buffer.data(), n)) return cut;
-        got = crc32_update(got, buffer.data(), n);
+        got = crc32_update(*got, buffer.data(), n);
         done += n;
       }
-      if (got != crc) return "a damaged zip archive (entry '" + shown(name) + "': Bad CRC-32)";
     } else if (inflate) {
       // Deflate shrinks at most 1032:1: a larger recorded size is damage, not
       // an allocation to make.
-      if (uncomp > comp * 1032 + 64) {
-        return "a damaged zip archive (entry '" + shown(name) + "': sizes disagree)";
-      }
+      if (uncomp > comp * 1032 + 64) return damaged("sizes disagree");
       std::optional<std::string> bytes;
       try {
         bytes = inflate(name, offset);
       } catch (const std::exception&) {
-        return "a damaged zip archive (entry '" + shown(name) + "': does not inflate)";
+        return damaged("does not inflate");
       }
-      if (bytes) {  // else the caller's reader does not reach it: left unchecked
-        if (bytes->size() != uncomp) {
-          return "a damaged zip archive (entry '" + shown(name) + "': sizes disagree)";
-        }
-        const auto* p = reinterpret_cast<const unsigned char*>(bytes->data());
-        if (crc32_update(0, p, bytes->size()) != crc) {
-          return "a damaged zip archive (entry '" + shown(name) + "': Bad CRC-32)";
-        }
+      if (bytes) {
+        if (bytes->size() != uncomp) return damaged("sizes disagree");
+        got = crc32_update(0, reinterpret_cast<const unsigned char*>(bytes->data()),
+                           bytes->size());
       }
     }
+    if (got && *got != crc) return damaged("Bad CRC-32");
     pos += 46 + name_len + extra_len + comment;
   }
   return "";
