@@ -20,7 +20,7 @@ CHILD = r"""
 import json, sys, time, torch
 sys.path.insert(0, HERE)
 import lstm_ext
-from common import interleaved_ms
+from common import gemm_ceiling_gflops, interleaved_ms
 dtype = getattr(torch, sys.argv[1])
 threads, B, I, H, T, min_time = [float(v) if "." in v else int(v) for v in sys.argv[2:]]
 torch.set_num_threads(threads)
@@ -43,6 +43,10 @@ def infer(m):
 fns = {"ours train": train(ours), "nn train": train(theirs),
        "ours infer": infer(ours), "nn infer": infer(theirs)}
 times = interleaved_ms(fns, len(fns) * min_time)
+# This thread count's GEMM ceiling (1024^3, README "Correctness and
+# performance"): how close each side's training comes to what the cores can
+# do tells whether a ratio is still open or both sides sit at the machine's limit.
+times["ceiling"] = gemm_ceiling_gflops(dtype=dtype)[0]
 times["fallbacks"] = torch.ops.lstm_ext.thread_fallbacks()
 # Waits for a thread off the CPU, the lone ones that did not fall back included.
 times["strikes"] = torch.ops.lstm_ext.thread_strikes()
@@ -83,7 +87,7 @@ def main():
     shapes = SHAPES if args.shapes is None else [
         tuple(int(v) for v in shape.split(",")) for shape in args.shapes.split(";")]
     sys.path.insert(0, HERE)
-    from common import header, print_table
+    from common import forward_flops, header, print_table
     header(f"Threads, {'idle' if not args.busy else f'{args.busy} busy processes'}", args.dtype)
     hogs = [multiprocessing.Process(target=busy, daemon=True) for _ in range(args.busy)]
     for h in hogs:
@@ -95,10 +99,14 @@ def main():
             for n in counts:
                 t = measure(args.dtype, n, shape, 0.2 if args.quick else 1.0)
                 base = base or t
+                # GFLOP/s of a training step (forward + backward: 3x the
+                # forward's multiply-adds) as a share of this count's ceiling.
+                share = lambda ms: f"{forward_flops(*shape) * 3 / (ms * 1e6) / t['ceiling']:.0%}"
                 rows.append([str(shape), n,
                              f"{t['ours train']:.2f}", f"{t['nn train']:.2f}",
                              f"{t['nn train'] / t['ours train']:.2f}x",
                              f"{base['ours train'] / t['ours train']:.2f}x",
+                             f"{t['ceiling']:.0f}", share(t["ours train"]), share(t["nn train"]),
                              f"{t['ours infer']:.2f}", f"{t['nn infer']:.2f}",
                              f"{t['nn infer'] / t['ours infer']:.2f}x",
                              f"{base['ours infer'] / t['ours infer']:.2f}x", t["split"],
@@ -107,7 +115,8 @@ def main():
         for h in hogs:
             h.terminate()
     print_table(["(B, I, H, T)", "threads", "ours train ms", "nn train ms", "nn/ours",
-                 "ours vs 1 thread", "ours infer ms", "nn infer ms", "nn/ours",
+                 "ours vs 1 thread", "GEMM GFLOP/s", "ours train of it", "nn train of it",
+                 "ours infer ms", "nn infer ms", "nn/ours",
                  "ours vs 1 thread", "split", "fallbacks", "strikes"], rows)
 
 
