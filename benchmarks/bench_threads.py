@@ -101,12 +101,14 @@ def main():
                 base = base or t
                 # GFLOP/s of a training step (forward + backward: 3x the
                 # forward's multiply-adds) as a share of this count's ceiling.
-                share = lambda ms: f"{forward_flops(*shape) * 3 / (ms * 1e6) / t['ceiling']:.0%}"
+                gflops = {side: forward_flops(*shape) * 3 / (t[side] * 1e6)
+                          for side in ("ours train", "nn train")}
                 rows.append([str(shape), n,
                              f"{t['ours train']:.2f}", f"{t['nn train']:.2f}",
                              f"{t['nn train'] / t['ours train']:.2f}x",
                              f"{base['ours train'] / t['ours train']:.2f}x",
-                             f"{t['ceiling']:.0f}", share(t["ours train"]), share(t["nn train"]),
+                             f"{t['ceiling']:.0f}", f"{gflops['ours train'] / t['ceiling']:.0%}",
+                             f"{gflops['nn train'] / t['ceiling']:.0%}",
                              f"{t['ours infer']:.2f}", f"{t['nn infer']:.2f}",
                              f"{t['nn infer'] / t['ours infer']:.2f}x",
                              f"{base['ours infer'] / t['ours infer']:.2f}x", t["split"],
