@@ -29,6 +29,33 @@
 #include "cpu/step_team.h"
 #include "cpu/vec/dispatch.h"
 
+namespace {
+
+// The sizes the layer ops would see, from the arguments of layer_row_groups
+// and layer_threads: batch_sizes non-increasing and at most batch (checked).
+lstm_ext::cpu::LayerSizes layer_sizes_of(const char* op, int64_t batch, int64_t input_size,
+                                         int64_t hidden_size,
+                                         c10::ArrayRef<int64_t> batch_sizes) {
+  TORCH_CHECK(batch >= 0, op, ": expected batch >= 0, but got ", batch);
+  TORCH_CHECK(input_size >= 0, op, ": expected input_size >= 0, but got ", input_size);
+  TORCH_CHECK(hidden_size >= 0, op, ": expected hidden_size >= 0, but got ", hidden_size);
+  lstm_ext::cpu::LayerSizes s{};
+  s.batch = batch;
+  s.input = input_size;
+  s.hidden = s.proj = hidden_size;
+  s.steps = static_cast<int64_t>(batch_sizes.size());
+  for (size_t t = 0; t < batch_sizes.size(); ++t) {
+    const int64_t n = batch_sizes[t];
+    const int64_t most = t == 0 ? batch : batch_sizes[t - 1];
+    TORCH_CHECK(n >= 0 && n <= most, op, ": expected batch_sizes[", t, "] in [0, ", most,
+                "] (non-increasing, at most batch), but got ", n);
+  }
+  s.batch_sizes.assign(batch_sizes.begin(), batch_sizes.end());
+  return s;
+}
+
+} // namespace
+
 TORCH_LIBRARY(lstm_ext, m) {
   // Which build of the vector kernels (cpu/vec/) this CPU runs: "avx512",
   // "avx2" or "default" (benchmarks print it next to their figures).
@@ -48,20 +75,21 @@ TORCH_LIBRARY(lstm_ext, m) {
   // benchmarks, which show the choice without timing it.
   m.def("layer_row_groups(int batch, int[] batch_sizes, int weight_bytes) -> int[]",
         [](int64_t batch, c10::ArrayRef<int64_t> batch_sizes, int64_t weight_bytes) {
-          constexpr const char* op = "layer_row_groups";
-          TORCH_CHECK(batch >= 0, op, ": expected batch >= 0, but got ", batch);
-          lstm_ext::cpu::LayerSizes s{};
-          s.batch = batch;
-          s.steps = static_cast<int64_t>(batch_sizes.size());
-          for (size_t t = 0; t < batch_sizes.size(); ++t) {
-            const int64_t n = batch_sizes[t];
-            const int64_t most = t == 0 ? batch : batch_sizes[t - 1];
-            TORCH_CHECK(n >= 0 && n <= most, op, ": expected batch_sizes[", t, "] in [0, ",
-                        most, "] (non-increasing, at most batch), but got ", n);
-          }
-          s.batch_sizes.assign(batch_sizes.begin(), batch_sizes.end());
-          return lstm_ext::cpu::layer_row_groups(s, weight_bytes);
+          return lstm_ext::cpu::layer_row_groups(
+              layer_sizes_of("layer_row_groups", batch, 0, 0, batch_sizes), weight_bytes);
         });
+  // How many threads a float layer call of these sizes would run on at the
+  // current thread count (cpu/layer_steps.h, layer_threads): fewer where its
+  // rows split into fewer groups than threads and its work is small.
+  m.def(
+      "layer_threads(int batch, int input_size, int hidden_size, int[] batch_sizes, "
+      "int weight_bytes) -> int",
+      [](int64_t batch, int64_t input_size, int64_t hidden_size,
+         c10::ArrayRef<int64_t> batch_sizes, int64_t weight_bytes) {
+        return lstm_ext::cpu::layer_threads(
+            layer_sizes_of("layer_threads", batch, input_size, hidden_size, batch_sizes),
+            weight_bytes);
+      });
   // a @ b on the GEMM the kernels use for that shape (oneDNN or ATen's MKL):
   // lets the benchmarks measure the machine's GEMM ceiling and floor as the
   // kernels see them.

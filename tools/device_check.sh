@@ -11,7 +11,11 @@
 # Each phase has its own time limit and writes its log to $OUT (or /tmp/device-out).
 # SHAPES='B,I,H,T;...' overrides the float32 scaling shapes, BF16_SHAPES the
 # bfloat16 ones; BF16=0 skips the bfloat16 scaling, CPP=0 the C++ tests;
-# PHASES (default "threads bf16 tests cpp ab") picks phases (the build always runs).
+# PHASES (default "threads bf16 tests cpp ab") picks phases (the build always runs);
+# PHASES=cap runs the float32 layer's thread cap on and off (LSTM_EXT_THREAD_CAP,
+# layer_steps.h) at 8, 12 and 16 threads, small batches (about 220 s: a
+# bench_threads.py configuration took 18 s there on 2026-11-28; a session's second call
+# that day gave each setting 100 s and lost both tables).
 # What the phases took there (build 6d49110, 2026-11-26; the machine started in
 # about 30 s): build 44 s; float32 scaling with three shapes 216 s; bfloat16
 # scaling with three shapes over 90 s (stopped). Build 4831f52, 2026-11-27 (a
@@ -74,6 +78,14 @@ SHAPES=${SHAPES:-'32,32,64,50;64,512,512,50'}
             --shapes "${BF16_SHAPES:-32,32,64,50;64,512,512,50}"
     fi
 } 2>&1 | tee "$OUT/threads.txt"
+
+if want cap; then
+    for cap in 1 0; do
+        phase "LSTM_EXT_THREAD_CAP=$cap"
+        LSTM_EXT_THREAD_CAP=$cap timeout 150 $PY benchmarks/bench_threads.py --quick \
+            --threads 8,12,16 --shapes '32,32,64,50;16,32,64,50'
+    done 2>&1 | tee "$OUT/cap.txt"
+fi
 
 OP_TESTS=$(make -s -f - print <<<'include Makefile
 print: ; @echo $(OP_TESTS)')

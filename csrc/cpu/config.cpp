@@ -20,6 +20,8 @@ Config read_environment() {
   c.bf16_amx = amx == nullptr || std::string(amx) != "0";
   const char* int8_amx = std::getenv("LSTM_EXT_INT8_AMX");
   c.int8_amx = int8_amx == nullptr || std::string(int8_amx) != "0";
+  const char* cap = std::getenv("LSTM_EXT_THREAD_CAP");
+  c.thread_cap = cap == nullptr || std::string(cap) != "0";
   return c;
 }
 

@@ -10,6 +10,8 @@
 //                        (vec/bf16_kernels.h), for comparison and tests
 //   LSTM_EXT_INT8_AMX=0  int8 products on AVX512-VNNI instead of AMX
 //                        (vec/int8_kernels.h), for comparison and tests
+//   LSTM_EXT_THREAD_CAP=0  a small float layer call on every configured
+//                        thread (layer_steps.h, layer_threads), for comparison
 //   LSTM_EXT_POISON=1    NaN-fill every buffer handed out, junk-fill c10's
 //                        new blocks (buffer_cache.h; set by the test suite)
 #pragma once
@@ -40,6 +42,9 @@ struct Config {
   // Whether the int8 kernels may use AMX where the CPU has it
   // (LSTM_EXT_INT8_AMX=0 turns it off).
   bool int8_amx;
+  // Whether a small float layer call runs on no more threads than its work
+  // keeps busy (LSTM_EXT_THREAD_CAP=0 turns it off).
+  bool thread_cap;
 };
 
 const Config& config();

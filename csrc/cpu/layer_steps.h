@@ -8,11 +8,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <vector>
 
 #include "checks.h"
+#include "config.h"
 
 namespace lstm_ext::cpu {
 
@@ -107,6 +109,27 @@ inline std::vector<int64_t> layer_row_groups(const LayerSizes& s, int64_t weight
   }
   bounds.push_back(B);
   return bounds;
+}
+
+// How many threads a float layer call runs on (OpThreads, step_team.h): the
+// configured count, except where its time loop splits the rows into fewer
+// groups than that (a small batch) and its work is small: then max(groups,
+// forward FLOPs / kMinFlopsPerThread). The threads beyond the groups would
+// run only the call's GEMMs and product pieces, a few MFLOP each, and each
+// OpenMP region of the call waits for all of its threads. On the lent 16-core
+// Xeon, training (32,32,64,50) (8 groups) took 1.58 ms with 8 threads and
+// 5.04 with 16, inference 0.36 and 1.09 (bench_threads.py, one run).
+// Results do not change: they are the same bits for any thread count.
+inline int64_t layer_threads(const LayerSizes& s, int64_t weight_bytes) {
+  constexpr double kMinFlopsPerThread = 10e6;
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  if (!config().thread_cap || threads <= 2) return threads;
+  const int64_t groups = static_cast<int64_t>(layer_row_groups(s, weight_bytes).size()) - 1;
+  if (groups <= 1 || groups >= threads) return threads;
+  const double flops = 8.0 * static_cast<double>(s.batch * s.hidden * (s.input + s.proj)) *
+                       static_cast<double>(s.steps);
+  const auto busy = static_cast<int64_t>(std::ceil(flops / kMinFlopsPerThread));
+  return std::min(threads, std::max(groups, busy));
 }
 
 // Each row's value at its own last step: rows[b] = seq[len_b - 1, b]. With

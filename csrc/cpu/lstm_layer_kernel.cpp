@@ -123,6 +123,15 @@ void run_row_groups_or_steps(bool step_kernels, const LayerSizes& s, int64_t ele
   }
 }
 
+// The threads a layer call runs on where its steps may split rows
+// (run_row_groups_or_steps): layer_threads (layer_steps.h); 0, no cap,
+// elsewhere.
+int64_t layer_thread_cap(const LayerSizes& s, int64_t element_size) {
+  return config().step_kernels && !s.projected
+             ? layer_threads(s, 4 * s.hidden * s.proj * element_size)
+             : 0;
+}
+
 // The projected forward steps (see the top of the file): h_{t-1} (rows, P) ->
 // gates, c_t, and h_t = (o * tanh(c_t)) @ W_hr^T into output[t] (rows, P).
 template <typename scalar_t>
@@ -183,7 +192,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> layer_forward(
   const auto dtype = input.scalar_type();
   check_biases(op, b_ih, b_hh, s.hidden, dtype);
   const int64_t T = s.steps, B = s.batch, H = s.hidden, P = s.proj;
-  const OpThreads threads;  // one thread while the CPU is found contended
+  // One thread while the CPU is found contended; no more than the work keeps busy.
+  const OpThreads threads(layer_thread_cap(s, input.element_size()));
 
   // The input projection of every step at once; the biases are added by the
   // step's cell update, which reads the gates anyway.
@@ -333,7 +343,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_layer_ba
   check_arg(op, "cs", cs, {T, B, H}, "(seq_len, batch, hidden_size)", dtype);
   check_optional_arg(op, "grad_output", grad_output, {T, B, P}, out_layout, dtype);
   check_state_grads(op, grad_hy, grad_cy, s, dtype);
-  const OpThreads threads;  // one thread while the CPU is found contended
+  // One thread while the CPU is found contended; no more than the work keeps busy.
+  const OpThreads threads(layer_thread_cap(s, input.element_size()));
 
   // dh and dc carried backwards through time, updated in place. Rows that end
   // before the last step start from grad_hy/grad_cy when the loop reaches them.

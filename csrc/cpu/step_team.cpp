@@ -399,22 +399,30 @@ void run_tasks(int64_t tasks, GroupFn fn, const void* ctx) {
       &job, false);
 }
 
-OpThreads::OpThreads() {
-  if (serial_calls_left.load(std::memory_order_relaxed) <= 0 || omp_in_parallel()) return;
-  serial_calls_left.fetch_sub(1, std::memory_order_relaxed);
-  one_.emplace();
+OpThreads::OpThreads(int64_t cap) {
+  if (omp_in_parallel()) return;
+  if (serial_calls_left.load(std::memory_order_relaxed) > 0) {
+    serial_calls_left.fetch_sub(1, std::memory_order_relaxed);
+    cap_.emplace(1);
+  } else if (cap > 0 && cap < omp_get_max_threads()) {
+    cap_.emplace(static_cast<int>(cap));
+  }
 }
 
-OneThread::OneThread() {
-  // Nothing to do where one thread is configured: then MKL's setting is one
-  // too (torch.set_num_threads sets both; OpThreads does).
-  if (omp_get_max_threads() == 1 && !omp_in_parallel()) return;
+ThreadCap::ThreadCap(int threads) {
+  // Nothing to do where no more threads are configured: then MKL's setting
+  // is no more either (torch.set_num_threads sets both). Inside a parallel
+  // region MKL may still start its own threads: set it there too.
+  threads = std::max(threads, 1);
+  if (omp_get_max_threads() <= threads && !omp_in_parallel()) return;
   previous_ = omp_get_max_threads();
-  omp_set_num_threads(1);
-  if (&MKL_Set_Num_Threads_Local != nullptr) previous_mkl_ = MKL_Set_Num_Threads_Local(1);
+  omp_set_num_threads(std::min(threads, previous_));
+  if (&MKL_Set_Num_Threads_Local != nullptr) {
+    previous_mkl_ = MKL_Set_Num_Threads_Local(std::min(threads, previous_));
+  }
 }
 
-OneThread::~OneThread() {
+ThreadCap::~ThreadCap() {
   if (previous_ == 0) return;
   omp_set_num_threads(previous_);
   // 0 restores "no thread-local setting: MKL's global one".

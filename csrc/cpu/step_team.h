@@ -58,29 +58,37 @@ void run_with_step_team(BodyFn body, const void* ctx);
 void run_row_groups(int64_t groups, GroupFn fn, const void* ctx);
 void run_tasks(int64_t tasks, GroupFn fn, const void* ctx);
 
-// Held around a library call that must run on one thread (ATen's, oneDNN's
-// and MKL's thread counts for this thread set to one, then restored): its
-// result then cannot depend on how many threads the process has.
-class OneThread {
+// Held around code that must run on at most `threads` threads (ATen's,
+// oneDNN's and MKL's thread counts for this thread lowered, then restored);
+// a no-op where no more are configured.
+class ThreadCap {
  public:
-  OneThread();
-  ~OneThread();
-  OneThread(const OneThread&) = delete;
-  OneThread& operator=(const OneThread&) = delete;
+  explicit ThreadCap(int threads);
+  ~ThreadCap();
+  ThreadCap(const ThreadCap&) = delete;
+  ThreadCap& operator=(const ThreadCap&) = delete;
 
  private:
   int previous_ = 0;
   int previous_mkl_ = 0;
 };
 
-// Held for the whole of a layer op: on one thread (a OneThread) while the
-// CPU is found contended, else a no-op.
+// Held around a library call that must run on one thread: its result then
+// cannot depend on how many threads the process has.
+class OneThread : public ThreadCap {
+ public:
+  OneThread() : ThreadCap(1) {}
+};
+
+// Held for the whole of a layer op: on one thread while the CPU is found
+// contended, else on at most `cap` threads where cap > 0 (the threads the
+// op's work can keep busy: layer_threads, layer_steps.h).
 class OpThreads {
  public:
-  OpThreads();
+  explicit OpThreads(int64_t cap = 0);
 
  private:
-  std::optional<OneThread> one_;
+  std::optional<ThreadCap> cap_;
 };
 
 // How often the process fell back to one thread so far (benchmarks and tests

@@ -6,6 +6,9 @@ shown here without timing (torch.ops.lstm_ext.layer_row_groups says what a
 layer call would do); benchmarks/bench_threads.py times it. The results are
 the same bits either way.
 """
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ import torch
 from helpers import layer_args
 
 row_groups = torch.ops.lstm_ext.layer_row_groups
+layer_threads = torch.ops.lstm_ext.layer_threads
 KIB = 1024
 
 
@@ -78,6 +82,50 @@ def test_groups_are_balanced_by_the_steps_their_rows_run(threads):
     assert all(a < b for a, b in zip(bounds, bounds[1:]))
 
 
+def test_small_calls_run_on_no_more_threads_than_their_rows_use(threads):
+    # csrc/cpu/layer_steps.h, layer_threads: where the rows split into fewer
+    # groups than threads and the forward's work is under 10 MFLOP a thread,
+    # the call runs on max(groups, work / 10 MFLOP) threads.
+    small = (32, 32, 64, [32] * 50, 64 * KIB)  # 8 groups; 79 MFLOP
+    threads(16)
+    assert layer_threads(*small) == 8
+    assert layer_threads(16, 32, 64, [16] * 50, 64 * KIB) == 4  # 4 groups; 39 MFLOP
+    assert layer_threads(16, 32, 64, [16] * 100, 64 * KIB) == 8  # 79 MFLOP
+    # Work enough for every thread: all of them.
+    assert layer_threads(32, 32, 64, [32] * 200, 64 * KIB) == 16
+    # The units split (one group) and a row per thread keep every thread.
+    assert layer_threads(64, 512, 512, [64] * 50, 4096 * KIB) == 16
+    assert layer_threads(64, 1, 32, [64] * 336, 16 * KIB) == 16
+    threads(12)
+    assert layer_threads(*small) == 8
+    # Up to 2 threads, and where the groups take every thread: no cap.
+    for n in (1, 2, 8):
+        threads(n)
+        assert layer_threads(*small) == n
+
+
+def test_a_capped_call_leaves_the_thread_count_as_it_was(threads):
+    threads(8)
+    args = layer_args(5, 8, 4, 16, dtype=torch.float32)
+    assert layer_threads(8, 4, 16, [8] * 5, 4 * 16 * 16 * 4) == 2
+    torch.ops.lstm_ext.lstm_layer_inference(*args, None, None)
+    out, hy, cy, gates, cs = torch.ops.lstm_ext.lstm_layer_forward(*args, None, None)
+    torch.ops.lstm_ext.lstm_layer_backward(out, hy, cy, *args[:5], out, gates, cs, None, None,
+                                           [True] * 7)
+    assert torch.get_num_threads() == 8
+    assert torch.ones(1000, 1000).sum().item() == 1e6  # ATen's own ops still run
+
+
+def test_the_cap_can_be_turned_off():
+    code = ("import torch, lstm_ext; torch.set_num_threads(16); "
+            "print(torch.ops.lstm_ext.layer_threads(32, 32, 64, [32] * 50, 65536))")
+    env = dict(os.environ, LSTM_EXT_THREAD_CAP="0")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["16"]
+
+
 @pytest.mark.parametrize("bad, message", [
     ((-1, [], 0), "expected batch >= 0, but got -1"),
     ((4, [5], 0), r"expected batch_sizes\[0\] in \[0, 4\]"),
@@ -86,6 +134,11 @@ def test_groups_are_balanced_by_the_steps_their_rows_run(threads):
 def test_bad_arguments(bad, message):
     with pytest.raises(RuntimeError, match="layer_row_groups: " + message):
         row_groups(*bad)
+    batch, sizes, weight_bytes = bad
+    with pytest.raises(RuntimeError, match="layer_threads: " + message):
+        layer_threads(batch, 1, 8, sizes, weight_bytes)
+    with pytest.raises(RuntimeError, match="layer_threads: expected hidden_size >= 0"):
+        layer_threads(4, 1, -8, [4], 0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -113,9 +166,11 @@ def test_split_rows_give_the_same_bits(threads, dtype, inputs):
 
     threads(1)
     want = run()
-    for n in (2, 3, 5):
+    for n in (2, 3, 5, 8):
         threads(n)
         assert len(row_groups(batch, sizes, weight_bytes)) == min(n, batch // 4) + 1
+        # With 8 the call runs on its 5 groups' threads alone (layer_threads).
+        assert layer_threads(batch, inputs, hidden, sizes, weight_bytes) == min(n, 5)
         for i, (a, b) in enumerate(zip(want, run())):
             assert torch.isfinite(a).all()
             assert torch.equal(a, b), f"result {i}: {n} threads differ from one"
