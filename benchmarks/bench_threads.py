@@ -55,6 +55,10 @@ times["strikes"] = torch.ops.lstm_ext.thread_strikes()
 groups = torch.ops.lstm_ext.layer_row_groups(B, [B] * T, 4 * H * H * 4)
 times["split"] = (f"rows x{len(groups) - 1}" if dtype == torch.float32 and len(groups) > 2
                   else "units")
+# The threads a float32 call runs on, where fewer than configured (layer_threads).
+used = torch.ops.lstm_ext.layer_threads(B, I, H, [B] * T, 4 * H * H * 4)
+if dtype == torch.float32 and used < threads:
+    times["split"] += f" on {used}"
 print(json.dumps(times))
 """
 
@@ -98,6 +102,10 @@ def main():
             base = None
             for n in counts:
                 t = measure(args.dtype, n, shape, 0.2 if args.quick else 1.0)
+                # Each configuration as it is measured, before the table: a
+                # time limit that stops the run keeps what it measured (a
+                # device run once lost both of its tables so).
+                print(f"# {shape}, {n} threads: {json.dumps(t)}", flush=True)
                 base = base or t
                 # GFLOP/s of a training step (forward + backward: 3x the
                 # forward's multiply-adds) as a share of this count's ceiling.
