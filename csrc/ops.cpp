@@ -67,6 +67,9 @@ TORCH_LIBRARY(lstm_ext, m) {
   m.def("thread_fallbacks() -> int", [] { return lstm_ext::cpu::thread_fallbacks(); });
   // Every such wait, the lone ones that did not fall back included.
   m.def("thread_strikes() -> int", [] { return lstm_ext::cpu::thread_strikes(); });
+  // The threads this thread's last layer op ran on (cpu/step_team.h,
+  // OpThreads: its cap or its one-thread fallback applied). For tests.
+  m.def("last_op_threads() -> int", [] { return lstm_ext::cpu::last_op_threads(); });
   // How a layer call would split its time loop between the current thread
   // count (cpu/layer_steps.h, layer_row_groups): the first row of each group
   // of batch rows, then `batch`; [0, batch] is one group (the hidden units

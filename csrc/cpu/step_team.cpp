@@ -98,6 +98,7 @@ std::atomic<int64_t> smooth_calls{0};
 std::atomic<int64_t> calls_since_strike{kStrikeWindow};
 std::atomic<int64_t> fallbacks{0};
 std::atomic<int64_t> strikes{0};
+thread_local int64_t last_op_threads_ = 0;  // OpThreads, last_op_threads
 
 // CPU time of the calling thread: with wall time, how long it was off the CPU.
 int64_t thread_cpu_ns() {
@@ -400,13 +401,17 @@ void run_tasks(int64_t tasks, GroupFn fn, const void* ctx) {
 }
 
 OpThreads::OpThreads(int64_t cap) {
-  if (omp_in_parallel()) return;
+  if (omp_in_parallel()) {  // nested: serial
+    last_op_threads_ = 1;
+    return;
+  }
   if (serial_calls_left.load(std::memory_order_relaxed) > 0) {
     serial_calls_left.fetch_sub(1, std::memory_order_relaxed);
     cap_.emplace(1);
   } else if (cap > 0 && cap < omp_get_max_threads()) {
     cap_.emplace(static_cast<int>(cap));
   }
+  last_op_threads_ = omp_get_max_threads();
 }
 
 ThreadCap::ThreadCap(int threads) {
@@ -431,5 +436,6 @@ ThreadCap::~ThreadCap() {
 
 int64_t thread_fallbacks() { return fallbacks.load(std::memory_order_relaxed); }
 int64_t thread_strikes() { return strikes.load(std::memory_order_relaxed); }
+int64_t last_op_threads() { return last_op_threads_; }
 
 } // namespace lstm_ext::cpu

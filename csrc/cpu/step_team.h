@@ -100,6 +100,9 @@ int64_t thread_fallbacks();
 // says which cost what). Benchmarks report it beside the fallbacks, which
 // alone hid the lone ones.
 int64_t thread_strikes();
+// The threads the calling thread's last layer op ran on (OpThreads: after its
+// cap or its fallback), 0 before any; tests read it.
+int64_t last_op_threads();
 
 // at::parallel_for's contract: f(int64_t begin, int64_t end) over sub-ranges
 // of [begin, end) of at least `grain` elements (but the last), possibly in

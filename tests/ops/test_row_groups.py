@@ -112,6 +112,8 @@ def test_a_capped_call_leaves_the_thread_count_as_it_was(threads):
     out, hy, cy, gates, cs = torch.ops.lstm_ext.lstm_layer_forward(*args, None, None)
     torch.ops.lstm_ext.lstm_layer_backward(out, hy, cy, *args[:5], out, gates, cs, None, None,
                                            [True] * 7)
+    # 1 where a contended CPU sent the call to one thread (step_team.h).
+    assert torch.ops.lstm_ext.last_op_threads() in (1, 2)
     assert torch.get_num_threads() == 8
     assert torch.ones(1000, 1000).sum().item() == 1e6  # ATen's own ops still run
 
@@ -171,6 +173,9 @@ def test_split_rows_give_the_same_bits(threads, dtype, inputs):
         assert len(row_groups(batch, sizes, weight_bytes)) == min(n, batch // 4) + 1
         # With 8 the call runs on its 5 groups' threads alone (layer_threads).
         assert layer_threads(batch, inputs, hidden, sizes, weight_bytes) == min(n, 5)
-        for i, (a, b) in enumerate(zip(want, run())):
+        got = run()
+        # 1 where a contended CPU sent the calls to one thread (step_team.h).
+        assert torch.ops.lstm_ext.last_op_threads() in (1, min(n, 5))
+        for i, (a, b) in enumerate(zip(want, got)):
             assert torch.isfinite(a).all()
             assert torch.equal(a, b), f"result {i}: {n} threads differ from one"
