@@ -37,6 +37,9 @@ lstm_ext::cpu::LayerSizes layer_sizes_of(const char* op, int64_t batch, int64_t 
                                          int64_t hidden_size,
                                          c10::ArrayRef<int64_t> batch_sizes) {
   TORCH_CHECK(batch >= 0, op, ": expected batch >= 0, but got ", batch);
+  // The split is worked out row by row (a vector of batch + 1): a batch no
+  // layer's input could hold is refused, not a std::bad_alloc.
+  TORCH_CHECK(batch <= (int64_t(1) << 24), op, ": expected batch at most 2^24, but got ", batch);
   TORCH_CHECK(input_size >= 0, op, ": expected input_size >= 0, but got ", input_size);
   TORCH_CHECK(hidden_size >= 0, op, ": expected hidden_size >= 0, but got ", hidden_size);
   lstm_ext::cpu::LayerSizes s{};

@@ -126,8 +126,8 @@ inline int64_t layer_threads(const LayerSizes& s, int64_t weight_bytes) {
   if (!config().thread_cap || threads <= 2) return threads;
   const int64_t groups = static_cast<int64_t>(layer_row_groups(s, weight_bytes).size()) - 1;
   if (groups <= 1 || groups >= threads) return threads;
-  const double flops = 8.0 * static_cast<double>(s.batch * s.hidden * (s.input + s.proj)) *
-                       static_cast<double>(s.steps);
+  const double flops = 8.0 * static_cast<double>(s.batch) * static_cast<double>(s.hidden) *
+                       static_cast<double>(s.input + s.proj) * static_cast<double>(s.steps);
   const auto busy = static_cast<int64_t>(std::ceil(flops / kMinFlopsPerThread));
   return std::min(threads, std::max(groups, busy));
 }

@@ -130,6 +130,7 @@ def test_the_cap_can_be_turned_off():
 
 @pytest.mark.parametrize("bad, message", [
     ((-1, [], 0), "expected batch >= 0, but got -1"),
+    ((2 ** 40, [1], 0), "expected batch at most 2\\^24, but got 1099511627776"),
     ((4, [5], 0), r"expected batch_sizes\[0\] in \[0, 4\]"),
     ((4, [3, 4], 0), r"expected batch_sizes\[1\] in \[0, 3\] \(non-increasing"),
 ])
