@@ -418,13 +418,12 @@ ThreadCap::ThreadCap(int threads) {
   // Nothing to do where no more threads are configured: then MKL's setting
   // is no more either (torch.set_num_threads sets both). Inside a parallel
   // region MKL may still start its own threads: set it there too.
-  threads = std::max(threads, 1);
-  if (omp_get_max_threads() <= threads && !omp_in_parallel()) return;
-  previous_ = omp_get_max_threads();
-  omp_set_num_threads(std::min(threads, previous_));
-  if (&MKL_Set_Num_Threads_Local != nullptr) {
-    previous_mkl_ = MKL_Set_Num_Threads_Local(std::min(threads, previous_));
-  }
+  const int configured = omp_get_max_threads();
+  if (configured <= threads && !omp_in_parallel()) return;
+  const int n = std::max(std::min(threads, configured), 1);
+  previous_ = configured;
+  omp_set_num_threads(n);
+  if (&MKL_Set_Num_Threads_Local != nullptr) previous_mkl_ = MKL_Set_Num_Threads_Local(n);
 }
 
 ThreadCap::~ThreadCap() {
